@@ -1,0 +1,1 @@
+"""liftseg: semantic segmentation with bidirectional LiftPool."""
