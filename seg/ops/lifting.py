@@ -137,12 +137,15 @@ class LearnedPredictor(nn.Module):
         if pad:
             # reflect needs pad < length; a length-1 axis can only be replicated.
             mode = "reflect" if t.shape[-1] > pad else "replicate"
-            t = F.pad(t, (pad, pad), mode=mode)
+            widths = (pad, pad) if t.dim() == 3 else (pad, pad, 0, 0)
+            t = F.pad(t, widths, mode=mode)
         weight = self.depthwise_weight.to(dtype)
         if t.dim() == 3:
             h = F.conv1d(t, weight, self.depthwise_bias.to(dtype), groups=self.channels)
         elif t.dim() == 4:
-            h = F.conv2d(t, weight.unsqueeze(2), self.depthwise_bias.to(dtype), groups=self.channels)
+            h = F.conv2d(
+                t, weight.unsqueeze(2), self.depthwise_bias.to(dtype), groups=self.channels
+            )
         else:
             raise ValueError(f"expected a 3d or 4d tensor, got shape {tuple(t.shape)}")
         h = torch.relu(h)
@@ -191,7 +194,9 @@ def _lift_step(
     return s, d, None, None
 
 
-def _unlift_step(s: Tensor, d: Tensor, predict: Predictor, update: Predictor, length: int) -> Tensor:
+def _unlift_step(
+    s: Tensor, d: Tensor, predict: Predictor, update: Predictor, length: int
+) -> Tensor:
     x_e = s - update(d)
     x_o = d + predict(x_e)
     return _interleave(x_e, x_o, length)

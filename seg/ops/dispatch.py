@@ -1,0 +1,78 @@
+"""Chooses, per call, the fused GPU kernel or the PyTorch reference of an operator.
+
+``SEG_OPS_BACKEND`` (read on every call, so tests can switch it):
+
+* ``auto`` (default): Triton kernels for CUDA tensors when Triton imports, the
+  reference otherwise.
+* ``reference``: always the reference.
+* ``triton``: always the kernels; an error if Triton is missing. With
+  ``TRITON_INTERPRET=1`` set before Triton is imported, the kernels run on CPU
+  tensors through Triton's interpreter (how CI checks them without a GPU).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from torch import Tensor
+
+BACKENDS = ("auto", "reference", "triton")
+
+
+def backend() -> str:
+    name = os.environ.get("SEG_OPS_BACKEND", "auto").strip().lower() or "auto"
+    if name not in BACKENDS:
+        raise ValueError(f"SEG_OPS_BACKEND={name!r} is not one of {BACKENDS}")
+    return name
+
+
+@functools.cache
+def triton_kernels():
+    """The ``seg.ops.triton`` kernel module, or None when Triton (or its kernels) can't load."""
+    try:
+        from . import triton as kernels
+    except ImportError:
+        return None
+    return kernels if getattr(kernels, "AVAILABLE", False) else None
+
+
+def interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def use_triton(*tensors: Tensor) -> bool:
+    """Whether this call goes to the Triton kernels."""
+    name = backend()
+    if name == "reference":
+        return False
+    kernels = triton_kernels()
+    if name == "triton":
+        if kernels is None:
+            raise RuntimeError(
+                "SEG_OPS_BACKEND=triton but the Triton kernels are unavailable: "
+                "install triton (it ships with CUDA builds of torch) or use SEG_OPS_BACKEND=auto"
+            )
+        if not interpreter_enabled() and not all(t.is_cuda for t in tensors):
+            raise RuntimeError(
+                "SEG_OPS_BACKEND=triton needs CUDA tensors; for CPU tensors set "
+                "TRITON_INTERPRET=1 before triton is imported"
+            )
+        return True
+    return kernels is not None and all(t.is_cuda for t in tensors)
+
+
+def soft_pool2d(x: Tensor, kernel_size, stride, padding) -> Tensor:
+    if use_triton(x):
+        return triton_kernels().soft_pool2d(x, kernel_size, stride, padding)
+    from .softpool import soft_pool2d_reference
+
+    return soft_pool2d_reference(x, kernel_size, stride, padding)
+
+
+def lip2d(x: Tensor, logit: Tensor, kernel_size, stride, padding) -> Tensor:
+    if use_triton(x, logit):
+        return triton_kernels().lip2d(x, logit, kernel_size, stride, padding)
+    from .lip import lip2d_reference
+
+    return lip2d_reference(x, logit, kernel_size, stride, padding)
