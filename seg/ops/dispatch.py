@@ -76,3 +76,22 @@ def lip2d(x: Tensor, logit: Tensor, kernel_size, stride, padding) -> Tensor:
     from .lip import lip2d_reference
 
     return lip2d_reference(x, logit, kernel_size, stride, padding)
+
+
+def lift_down2d(down, x: Tensor, with_reg: bool):
+    """LiftDownPool2d.decompose: (LiftBands, LiftRegularization or None)."""
+    if use_triton(x):
+        return triton_kernels().lift_down2d(down, x, with_reg)
+    from .lifting import _lift_down2d
+
+    predict, update = down.predictors
+    return _lift_down2d(x, predict, update, with_reg)
+
+
+def lift_up2d(down, bands) -> Tensor:
+    """LiftUpPool2d.forward with ``bands.ll`` already replaced by the decoder feature."""
+    if use_triton(bands.ll):
+        return triton_kernels().lift_up2d(down, bands)
+    from .lifting import lift_up2d as reference
+
+    return reference(bands, *down.predictors)

@@ -397,8 +397,9 @@ class LiftDownPool2d(_LiftDownBase):
         return (self.predict_w, self.predict_h), (self.update_w, self.update_h)
 
     def decompose(self, x: Tensor) -> LiftBands:
-        predict, update = self.predictors
-        bands, reg = _lift_down2d(x, predict, update, with_reg=self.training)
+        from .dispatch import lift_down2d as dispatched
+
+        bands, reg = dispatched(self, x, self.training)
         self.regularization = reg
         return bands
 
@@ -442,7 +443,9 @@ class LiftUpPool2d(nn.Module):
         self.down = down  # registered: tied parameters, moved and saved with this module
 
     def forward(self, y: Tensor, bands: LiftBands) -> Tensor:
-        return lift_up2d(bands._replace(ll=y), *self.down.predictors)
+        from .dispatch import lift_up2d as dispatched
+
+        return dispatched(self.down, bands._replace(ll=y))
 
 
 def lift_regularization(
