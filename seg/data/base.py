@@ -1,0 +1,212 @@
+"""What every data set shares: reading files, validating masks, and the (image, mask) contract.
+
+A data set yields ``(image, mask)``. `load_raw` gives the numpy pair as stored on disk
+(``[H, W, 3]`` uint8 RGB and ``[H, W]`` uint8 class ids, 255 = ignore) plus a name;
+``__getitem__`` passes it through ``transform(image=..., mask=...)`` (albumentations
+convention) or, without one, through the default validation transform, giving a float32
+``[3, H, W]`` tensor normalised with the ImageNet mean/std and an int64 ``[H, W]`` tensor.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+IGNORE_INDEX = 255
+DATA_README = "data/README.md"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image/mask pair on disk; ``name`` is the stem used in messages and outputs."""
+
+    name: str
+    image_path: Path
+    mask_path: Path
+
+
+def missing_path_error(what: str, path: Path, hint: str = "") -> FileNotFoundError:
+    """A FileNotFoundError that names the missing path and points at data/README.md."""
+    message = f"{what} not found: {path}"
+    if hint:
+        message += f"\n{hint}"
+    message += f"\nSee {DATA_README} for where to download it and the expected folder layout."
+    return FileNotFoundError(message)
+
+
+def require_dir(path: Path, what: str, hint: str = "") -> Path:
+    if not path.is_dir():
+        raise missing_path_error(what, path, hint)
+    return path
+
+
+def require_file(path: Path, what: str, hint: str = "") -> Path:
+    if not path.is_file():
+        raise missing_path_error(what, path, hint)
+    return path
+
+
+def missing_masks_error(missing: Sequence[str], where: Path) -> FileNotFoundError:
+    shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+    return FileNotFoundError(
+        f"{len(missing)} image(s) have no mask in {where}: {shown}\n"
+        f"Run tools/check_data.py for the full list; see {DATA_README} for the layout."
+    )
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an image file as ``[H, W, 3]`` uint8 RGB (grayscale is expanded, alpha dropped)."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"cannot read image {path} (missing, truncated or not an image)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_label_png(path: Path) -> np.ndarray:
+    """Read a label PNG as stored indices: ``[H, W]`` (palette "P", "L" or 16-bit "I" PNGs).
+
+    Palette PNGs give their indices, never their colours. Colour (RGB/RGBA) PNGs return
+    ``[H, W, 3]`` uint8 RGB; callers that expect indices reject those.
+    """
+    try:
+        with Image.open(path) as pil:
+            if pil.mode in ("P", "L", "1"):
+                return np.array(pil if pil.mode != "1" else pil.convert("L"), dtype=np.uint8)
+            if pil.mode.startswith("I"):
+                return np.array(pil).astype(np.int64)
+            if pil.mode in ("RGB", "RGBA", "LA"):
+                return np.array(pil.convert("RGB"), dtype=np.uint8)
+            raise ValueError(f"mask {path} has unsupported PNG mode {pil.mode!r}")
+    except OSError as error:
+        raise ValueError(f"cannot read mask {path}: {error}") from error
+
+
+def read_index_mask(path: Path) -> np.ndarray:
+    """Read an index mask (palette or single-channel PNG) as ``[H, W]`` labels."""
+    mask = read_label_png(path)
+    if mask.ndim != 2:
+        raise ValueError(
+            f"mask {path} is a colour PNG; expected a palette or single-channel PNG of class "
+            "indices (pass a palette to FolderDataset to map colours to classes)"
+        )
+    return mask
+
+
+def validate_pair(
+    image: np.ndarray, mask: np.ndarray, num_classes: int, name: str | Path
+) -> np.ndarray:
+    """Check that ``mask`` fits ``image`` and holds only ``0..num_classes-1`` or 255.
+
+    Returns the mask as uint8. Raises ValueError naming ``name`` otherwise.
+    """
+    if mask.shape != image.shape[:2]:
+        raise ValueError(
+            f"{name}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from image size "
+            f"{image.shape[1]}x{image.shape[0]}"
+        )
+    invalid = ((mask >= num_classes) & (mask != IGNORE_INDEX)) | (mask < 0)
+    if invalid.any():
+        values = np.unique(mask[invalid])
+        shown = values[:10].tolist()
+        raise ValueError(
+            f"{name}: labels {shown}{' ...' if len(values) > 10 else ''} are outside the "
+            f"{num_classes} classes (0..{num_classes - 1}, {IGNORE_INDEX} = ignore)"
+        )
+    return mask.astype(np.uint8, copy=False)
+
+
+_default_transform = None
+
+
+def default_transform() -> Callable:
+    """The shared validation transform: ImageNet normalisation, then tensors."""
+    global _default_transform
+    if _default_transform is None:
+        from seg.data.transforms import build_val_transform
+
+        _default_transform = build_val_transform()
+    return _default_transform
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Base class: subclasses implement ``__len__`` and ``load_raw``.
+
+    Attributes: ``num_classes``, ``class_names``, ``palette`` (``[num_classes, 3]`` uint8),
+    ``ignore_index`` (255), ``transform``.
+    """
+
+    num_classes: int
+    class_names: tuple[str, ...]
+    palette: np.ndarray
+    ignore_index: int = IGNORE_INDEX
+
+    def __init__(self, transform: Callable | None = None) -> None:
+        self.transform = transform
+        self._seeded_pid: int | None = None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """``([H, W, 3] uint8 RGB, [H, W] uint8 labels, name)``, untransformed."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= index < len(self):
+            if -len(self) <= index < 0:
+                index += len(self)
+            else:
+                raise IndexError(f"index {index} out of range for {len(self)} samples")
+        image, mask, _ = self.load_raw(index)
+        transform = self.transform if self.transform is not None else default_transform()
+        if self.transform is not None:
+            self._reseed_in_worker()
+        out = transform(image=image, mask=mask)
+        image, mask = out["image"], out["mask"]
+        if isinstance(mask, torch.Tensor) and mask.dtype != torch.int64:
+            mask = mask.long()
+        return image, mask
+
+    def _reseed_in_worker(self) -> None:
+        # albumentations 2.x Compose keeps its own RNG, which forked DataLoader workers
+        # inherit unchanged: without this every worker would draw the same augmentations.
+        # torch.initial_seed() differs per worker and per epoch and follows torch's seed.
+        pid = os.getpid()
+        if self._seeded_pid == pid:
+            return
+        self._seeded_pid = pid
+        if torch.utils.data.get_worker_info() is not None and hasattr(
+            self.transform, "set_random_seed"
+        ):
+            self.transform.set_random_seed(torch.initial_seed() % 2**32)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} samples, {self.num_classes} classes)"
+
+
+class FileDataset(SegmentationDataset):
+    """A data set backed by a list of `Sample` files; subclasses fill ``self.samples``."""
+
+    samples: list[Sample]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read_mask(self, sample: Sample) -> np.ndarray:
+        """Raw class ids of ``sample``'s mask, ``[H, W]``; subclasses map ids here."""
+        return read_index_mask(sample.mask_path)
+
+    def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        sample = self.samples[index]
+        image = read_image(sample.image_path)
+        mask = self.read_mask(sample)
+        mask = validate_pair(image, mask, self.num_classes, sample.mask_path)
+        return image, mask, sample.name

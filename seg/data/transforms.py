@@ -1,0 +1,123 @@
+"""Paired image/mask transforms built with albumentations 2.x.
+
+All transforms take ``image`` ``[H, W, 3]`` uint8 RGB and ``mask`` ``[H, W]`` uint8 class ids
+and return ``image`` as a float32 ``[3, h, w]`` tensor (normalised) and ``mask`` as an int64
+``[h, w]`` tensor. Geometric steps move image and mask together; the mask is always
+resampled with nearest neighbour and padded with the ignore index (255).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.pytorch import ToTensorV2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _pair(size: int | Sequence[int], what: str) -> tuple[int, int]:
+    """``512`` or ``(512, 1024)`` -> ``(height, width)``."""
+    if isinstance(size, int):
+        return size, size
+    if len(size) != 2:
+        raise ValueError(f"{what} must be an int or (height, width), got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _mask_to_int64(mask: np.ndarray, **params) -> np.ndarray:
+    # A named function rather than a lambda so the transform pickles for spawned workers.
+    return mask.astype(np.int64)
+
+
+def _to_tensors(mean: Sequence[float], std: Sequence[float]) -> list:
+    return [
+        A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
+        A.Lambda(name="mask_to_int64", mask=_mask_to_int64),
+        ToTensorV2(),
+    ]
+
+
+def build_train_transform(
+    crop_size: int | Sequence[int],
+    scale: Sequence[float] = (0.5, 2.0),
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    ignore_index: int = 255,
+    hflip: float = 0.5,
+    photometric: bool = True,
+    interpolation: int = cv2.INTER_LINEAR,
+    seed: int | None = None,
+) -> A.Compose:
+    """Random scale -> pad -> random crop -> horizontal flip -> colour jitter -> tensors.
+
+    ``crop_size`` is an int or ``(height, width)``; ``scale`` the range of the random resize
+    factor. Images smaller than the crop after scaling are padded at the bottom/right with
+    the mean colour (0 after normalisation) and their masks with ``ignore_index``.
+    ``interpolation`` applies to the image only (masks always use nearest).
+    """
+    crop_height, crop_width = _pair(crop_size, "crop_size")
+    low, high = float(scale[0]), float(scale[1])
+    if not 0 < low <= high:
+        raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
+    pad_color = tuple(255.0 * m for m in mean)
+    steps: list = [
+        # RandomScale's limits are offsets from 1: factor = 1 + uniform(low - 1, high - 1).
+        A.RandomScale(
+            scale_limit=(low - 1.0, high - 1.0),
+            interpolation=interpolation,
+            mask_interpolation=cv2.INTER_NEAREST,
+            p=1.0,
+        ),
+        A.PadIfNeeded(
+            min_height=crop_height,
+            min_width=crop_width,
+            position="top_left",
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=pad_color,
+            fill_mask=ignore_index,
+        ),
+        A.RandomCrop(height=crop_height, width=crop_width),
+        A.HorizontalFlip(p=hflip),
+    ]
+    if photometric:
+        steps.append(
+            A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.03, p=0.8)
+        )
+    return A.Compose(steps + _to_tensors(mean, std), seed=seed)
+
+
+def build_val_transform(
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    resize: int | Sequence[int] | None = None,
+) -> A.Compose:
+    """Normalise and convert to tensors; with ``resize`` (int or ``(h, w)``) resize first.
+
+    The resize is bilinear for the image and nearest for the mask. For scoring against the
+    original labels, leave ``resize`` unset and resize the predictions instead.
+    """
+    steps: list = []
+    if resize is not None:
+        height, width = _pair(resize, "resize")
+        steps.append(
+            A.Resize(
+                height,
+                width,
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+            )
+        )
+    return A.Compose(steps + _to_tensors(mean, std))
+
+
+def denormalize(
+    image, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> np.ndarray:
+    """Undo normalisation: float ``[3, H, W]`` tensor/array -> ``[H, W, 3]`` uint8 RGB."""
+    array = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    array = array.transpose(1, 2, 0) * np.asarray(std) + np.asarray(mean)
+    return np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
