@@ -1,0 +1,5 @@
+"""Segmentation models: SegNet and DeepLabV3+ with pluggable pooling pairs, and ``build_model``."""
+
+from .segnet import SegNet
+
+__all__ = ["SegNet"]

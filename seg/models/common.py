@@ -1,0 +1,82 @@
+"""Pieces the segmentation models share: conv blocks, padding to the network's stride,
+the LiftPool regulariser hook, and pretrained-weight error messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seg.ops import lift_regularization
+
+PAD_MODES = ("replicate", "zeros", "none")
+
+
+def conv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = False
+) -> nn.Sequential:
+    """``kernel_size`` conv (same padding) -> BatchNorm -> ReLU: [N, in, H, W] -> [N, out, H, W]."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def check_pad_mode(pad_mode: str, allowed: tuple[str, ...] = PAD_MODES) -> str:
+    if pad_mode not in allowed:
+        raise ValueError(f"unknown pad_mode {pad_mode!r}; choose one of {allowed}")
+    return pad_mode
+
+
+def pad_to_multiple(x: Tensor, multiple: int, mode: str = "replicate") -> Tensor:
+    """Pad [N, C, H, W] at the bottom and right so H and W are multiples of ``multiple``.
+
+    ``mode`` is ``replicate`` (repeat the last row/column), ``zeros``, or ``none``
+    (returned unchanged). The caller crops its output back to (H, W).
+    """
+    if mode == "none" or multiple <= 1:
+        return x
+    height, width = x.shape[-2], x.shape[-1]
+    pad_h = (-height) % multiple
+    pad_w = (-width) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    if mode == "replicate":
+        return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    return F.pad(x, (0, pad_w, 0, pad_h))
+
+
+class LiftRegularizedMixin:
+    """Gives a model ``regularization_loss()``: the LiftPool regularisers of its last forward."""
+
+    def regularization_loss(self, lambda_u: float = 0.01, lambda_p: float = 0.1) -> Tensor | float:
+        """``lambda_u * c_u + lambda_p * c_p`` summed over every LiftDownPool of the model,
+        as recorded on the last training-mode forward (a scalar tensor); 0.0 in eval mode
+        or when the model has no LiftPool layer. Add it to the task loss before backward."""
+        if not self.training:
+            return 0.0
+        return lift_regularization(self, lambda_u=lambda_u, lambda_p=lambda_p)
+
+
+def download_failed(what: str, url: str | None, error: Exception) -> RuntimeError:
+    """The error to raise when pretrained weights can't be fetched (no internet, hub down)."""
+    where = f" from {url}" if url else ""
+    return RuntimeError(
+        f"could not download {what}{where} ({type(error).__name__}: {error}). This machine "
+        "may have no internet access: download the file on a machine that has, copy it here "
+        "and pass its path as encoder_weights=<path>, or use encoder_weights=None."
+    )
+
+
+def weights_path(encoder_weights) -> Path | None:
+    """``encoder_weights`` as a local file path, or None when it names hub weights."""
+    if encoder_weights is None:
+        return None
+    path = Path(encoder_weights)
+    if isinstance(encoder_weights, Path) or path.suffix in (".pt", ".pth", ".bin") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"encoder_weights file {str(path)!r} does not exist")
+        return path
+    return None
