@@ -8,15 +8,12 @@ Each row shows image | mask for two samples, plus a legend strip of class colour
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from seg.data import SyntheticShapes, colorize  # noqa: E402
+from seg.data import SyntheticShapes, colorize
 
 
 def render_grid(

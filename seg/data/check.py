@@ -1,0 +1,194 @@
+"""Check a data set on disk before training: counts, missing files, sizes, label values.
+
+`check_dataset` walks every split, reads every image and mask, and returns a `CheckReport`
+listing each problem with its file name; ``tools/check_data.py`` is its command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from seg.data.base import IGNORE_INDEX, Sample, read_image, read_index_mask, read_label_png
+from seg.data.cityscapes import _KNOWN_IDS, CITYSCAPES_SPLITS, cityscapes_samples
+from seg.data.folder import folder_samples
+from seg.data.voc import find_voc_dir, voc_samples
+
+CHECKABLE = ("voc", "cityscapes", "folder")
+
+
+@dataclass
+class CheckReport:
+    """What `check_dataset` found: images per split, problems, label values seen."""
+
+    dataset: str
+    root: str
+    counts: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    labels_seen: set[int] = field(default_factory=set)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self, max_problems: int = 50) -> str:
+        lines = [f"{self.dataset} data set at {self.root}"]
+        lines += [f"  {split}: {count} image/mask pairs" for split, count in self.counts.items()]
+        lines += [f"  note: {note}" for note in self.notes]
+        if self.labels_seen:
+            lines.append(f"  label values seen: {sorted(self.labels_seen)}")
+        if self.problems:
+            lines.append(f"{len(self.problems)} problem(s):")
+            lines += [f"  {problem}" for problem in self.problems[:max_problems]]
+            if len(self.problems) > max_problems:
+                lines.append(f"  ... and {len(self.problems) - max_problems} more")
+            lines.append("FAILED")
+        else:
+            lines.append("OK")
+        return "\n".join(lines)
+
+
+def check_dataset(
+    dataset: str,
+    root: str | Path,
+    images: str | Path | None = None,
+    masks: str | Path | None = None,
+    num_classes: int | None = None,
+    jobs: int = 4,
+) -> CheckReport:
+    """Check the ``dataset`` ("voc", "cityscapes" or "folder") stored under ``root``.
+
+    For "folder", ``images`` and ``masks`` are folders (relative to ``root`` unless
+    absolute) and ``num_classes``, when given, bounds the labels (255 always allowed).
+    """
+    if dataset not in CHECKABLE:
+        raise ValueError(f"unknown data set {dataset!r}; valid: {', '.join(CHECKABLE)}")
+    report = CheckReport(dataset, str(root))
+    try:
+        if dataset == "voc":
+            _check_voc(report, Path(root), jobs)
+        elif dataset == "cityscapes":
+            _check_cityscapes(report, Path(root), jobs)
+        else:
+            if images is None or masks is None:
+                raise ValueError("checking a folder data set needs both images and masks folders")
+            _check_folder(report, Path(root) / images, Path(root) / masks, num_classes, jobs)
+    except FileNotFoundError as error:
+        report.problems.append(str(error).splitlines()[0])
+    return report
+
+
+def _check_voc(report: CheckReport, root: Path, jobs: int) -> None:
+    voc_dir = find_voc_dir(root)
+    report.root = str(voc_dir)
+    splits = ["train", "val"]
+    if (voc_dir / "SegmentationClassAug").is_dir() or (
+        voc_dir / "ImageSets" / "Segmentation" / "trainaug.txt"
+    ).is_file():
+        splits.append("trainaug")
+    else:
+        report.notes.append(
+            "no SegmentationClassAug (trainaug split); tools/convert_sbd.py makes it"
+        )
+    for split in splits:
+        samples, missing = voc_samples(voc_dir, split)
+        report.counts[split] = len(samples)
+        mask_folder = "SegmentationClassAug" if split == "trainaug" else "SegmentationClass"
+        for name in missing:
+            image_path = voc_dir / "JPEGImages" / f"{name}.jpg"
+            absent = (
+                image_path if not image_path.is_file() else voc_dir / mask_folder / f"{name}.png"
+            )
+            report.problems.append(f"{split}: {name} is listed but {absent} does not exist")
+        _check_samples(report, split, samples, lambda path: _voc_mask(path, 21), jobs)
+
+
+def _voc_mask(path: Path, num_classes: int) -> tuple[np.ndarray, list[int]]:
+    mask = read_index_mask(path)
+    values = np.unique(mask)
+    bad = [int(v) for v in values if v >= num_classes and v != IGNORE_INDEX]
+    return mask, bad
+
+
+def _check_cityscapes(report: CheckReport, root: Path, jobs: int) -> None:
+    for split in CITYSCAPES_SPLITS:
+        samples, missing = cityscapes_samples(root, split)
+        report.counts[split] = len(samples)
+        for name in missing:
+            report.problems.append(f"{split}: {name}_leftImg8bit.png has no _gtFine_labelIds.png")
+        _check_samples(report, split, samples, _cityscapes_mask, jobs)
+
+
+def _cityscapes_mask(path: Path) -> tuple[np.ndarray, list[int]]:
+    mask = read_index_mask(path)
+    values = np.unique(mask)
+    bad = [int(v) for v in values if not (0 <= v <= 255 and _KNOWN_IDS[int(v)])]
+    return mask, bad
+
+
+def _check_folder(
+    report: CheckReport, images: Path, masks: Path, num_classes: int | None, jobs: int
+) -> None:
+    samples, missing = folder_samples(images, masks)
+    report.counts["all"] = len(samples)
+    for name in missing:
+        report.problems.append(f"image {name} has no mask {masks / (name + '.png')}")
+    image_stems = {sample.name for sample in samples} | set(missing)
+    orphans = sorted(path.name for path in masks.glob("*.png") if path.stem not in image_stems)
+    if orphans:
+        report.notes.append(f"{len(orphans)} mask(s) without an image, e.g. {orphans[:3]}")
+
+    def read(path: Path) -> tuple[np.ndarray, list[int]]:
+        mask = read_label_png(path)
+        if mask.ndim == 3:
+            raise ValueError(
+                f"{path} is a colour mask; this check reads index masks (a palette PNG or "
+                "single-channel PNG of class ids)"
+            )
+        values = np.unique(mask)
+        report.labels_seen.update(int(v) for v in values)
+        if num_classes is None:
+            return mask, []
+        return mask, [int(v) for v in values if (v >= num_classes or v < 0) and v != 255]
+
+    _check_samples(report, "all", samples, read, jobs)
+
+
+def _check_samples(
+    report: CheckReport,
+    split: str,
+    samples: Iterable[Sample],
+    read_mask: Callable[[Path], tuple[np.ndarray, list[int]]],
+    jobs: int,
+) -> None:
+    def check_one(sample: Sample) -> list[str]:
+        problems = []
+        image = mask = None
+        try:
+            image = read_image(sample.image_path)
+        except ValueError as error:
+            problems.append(f"{split}: {error}")
+        try:
+            mask, bad_labels = read_mask(sample.mask_path)
+            if bad_labels:
+                problems.append(
+                    f"{split}: {sample.mask_path}: unexpected label values {bad_labels[:10]}"
+                )
+        except ValueError as error:
+            problems.append(f"{split}: {error}")
+        if image is not None and mask is not None and image.shape[:2] != mask.shape[:2]:
+            problems.append(
+                f"{split}: {sample.mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} "
+                f"differs from image {sample.image_path.name} size "
+                f"{image.shape[1]}x{image.shape[0]}"
+            )
+        return problems
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for problems in pool.map(check_one, samples):
+            report.problems.extend(problems)

@@ -1,0 +1,43 @@
+"""Check a segmentation data set on disk and list every problem with its file name.
+
+    python tools/check_data.py --dataset voc data/               # VOCdevkit's parent
+    python tools/check_data.py --dataset cityscapes data/cityscapes
+    python tools/check_data.py --dataset folder data/mine --images images --masks masks \
+        --num-classes 5
+
+Prints images per split and each missing mask, size mismatch, unexpected label value or
+unreadable file. Exit code 0 when clean, 1 on any problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from seg.data.check import CHECKABLE, check_dataset
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Check a segmentation data set on disk.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n")[1],
+    )
+    parser.add_argument("--dataset", required=True, choices=CHECKABLE)
+    parser.add_argument("root", help="data set root folder (for folder: base of --images/--masks)")
+    parser.add_argument("--images", help="folder data set: image folder")
+    parser.add_argument("--masks", help="folder data set: mask folder (index PNGs)")
+    parser.add_argument("--num-classes", type=int, help="folder data set: labels must be < N")
+    parser.add_argument("--jobs", type=int, default=4, help="files read in parallel")
+    parser.add_argument("--max-problems", type=int, default=50, help="problems printed")
+    args = parser.parse_args(argv)
+    if args.dataset == "folder" and (args.images is None or args.masks is None):
+        parser.error("--dataset folder needs --images and --masks")
+    report = check_dataset(
+        args.dataset, args.root, args.images, args.masks, args.num_classes, args.jobs
+    )
+    print(report.format(args.max_problems))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
