@@ -1,0 +1,100 @@
+"""FolderDataset: pairing by stem, index and colour masks, and its errors."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seg.data import FolderDataset
+
+CLASSES = ["background", "road", "tree"]
+PALETTE = [(0, 0, 0), (128, 64, 128), (0, 200, 0)]
+
+
+def _tree(tmp_path, rng):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    truth = {}
+    # Mixed image formats; masks as grayscale, palette and colour PNGs.
+    for stem, ext, kind in [("a", ".jpg", "L"), ("b", ".png", "P"), ("c", ".bmp", "RGB")]:
+        image = rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)
+        Image.fromarray(image).save(images / f"{stem}{ext}")
+        labels = rng.choice(np.array([0, 1, 2, 255], np.uint8), size=(12, 20))
+        truth[stem] = (image, labels)
+        if kind == "RGB":
+            colours = np.array(PALETTE + [(255, 255, 255)] * 253, np.uint8)
+            Image.fromarray(colours[labels]).save(masks / f"{stem}.png")
+        elif kind == "P":
+            png = Image.fromarray(labels, mode="P")
+            png.putpalette([v for colour in PALETTE for v in colour] + [255] * (253 * 3))
+            png.save(masks / f"{stem}.png")
+        else:
+            Image.fromarray(labels, mode="L").save(masks / f"{stem}.png")
+    return images, masks, truth
+
+
+def test_index_and_colour_masks_load_pixel_by_pixel(tmp_path):
+    images, masks, truth = _tree(tmp_path, np.random.default_rng(3))
+    dataset = FolderDataset(images, masks, CLASSES, palette=PALETTE, ignore_color=(255, 255, 255))
+    assert [s.name for s in dataset.samples] == ["a", "b", "c"]
+    assert dataset.num_classes == 3 and dataset.class_names == tuple(CLASSES)
+    for index in range(3):
+        image, mask, name = dataset.load_raw(index)
+        expected_image, expected_labels = truth[name]
+        np.testing.assert_array_equal(mask, expected_labels)
+        if name != "a":  # lossless formats round-trip exactly (a is a JPEG)
+            np.testing.assert_array_equal(image, expected_image)
+
+
+def test_colour_not_in_palette_names_file(tmp_path):
+    images, masks, truth = _tree(tmp_path, np.random.default_rng(3))
+    colour = np.array(Image.open(masks / "c.png"))
+    colour[2, 3] = (1, 2, 3)
+    Image.fromarray(colour).save(masks / "c.png")
+    dataset = FolderDataset(images, masks, CLASSES, palette=PALETTE, ignore_color=(255, 255, 255))
+    with pytest.raises(ValueError, match=r"c\.png.*\(1, 2, 3\)"):
+        dataset.load_raw(2)
+
+
+def test_white_without_ignore_color_is_an_error(tmp_path):
+    images, masks, _ = _tree(tmp_path, np.random.default_rng(3))
+    dataset = FolderDataset(images, masks, CLASSES, palette=PALETTE)
+    with pytest.raises(ValueError, match=r"c\.png.*\(255, 255, 255\)"):
+        dataset.load_raw(2)
+
+
+def test_colour_mask_without_palette_is_an_error(tmp_path):
+    images, masks, _ = _tree(tmp_path, np.random.default_rng(3))
+    dataset = FolderDataset(images, masks, CLASSES)
+    assert dataset.palette.shape == (3, 3)  # generated, for drawing
+    with pytest.raises(ValueError, match=r"c\.png.*palette"):
+        dataset.load_raw(2)
+
+
+def test_image_without_mask_lists_stems(tmp_path):
+    images, masks, _ = _tree(tmp_path, np.random.default_rng(3))
+    for stem in ("x1", "x2"):
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(images / f"{stem}.png")
+    with pytest.raises(FileNotFoundError, match="2 image.*x1, x2"):
+        FolderDataset(images, masks, CLASSES)
+
+
+def test_mask_suffix_and_label_range(tmp_path):
+    images, masks = tmp_path / "img", tmp_path / "ann"
+    images.mkdir()
+    masks.mkdir()
+    Image.fromarray(np.zeros((6, 7, 3), np.uint8)).save(images / "scene.png")
+    labels = np.zeros((6, 7), np.uint8)
+    labels[1, 1] = 3  # only classes 0..2 exist
+    Image.fromarray(labels, mode="L").save(masks / "scene_mask.png")
+    dataset = FolderDataset(images, masks, CLASSES, mask_suffix="_mask")
+    with pytest.raises(ValueError, match=r"scene_mask\.png.*\[3\]"):
+        dataset.load_raw(0)
+
+
+def test_missing_folders(tmp_path):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(FileNotFoundError, match="(?s)mask folder.*data/README.md"):
+        FolderDataset(tmp_path / "images", tmp_path / "nomasks", CLASSES)
+    with pytest.raises(FileNotFoundError, match="image folder"):
+        FolderDataset(tmp_path / "noimages", tmp_path / "images", CLASSES)
