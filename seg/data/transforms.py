@@ -8,12 +8,17 @@ resampled with nearest neighbour and padded with the ignore index (255).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
-import albumentations as A
-import cv2
-import numpy as np
-from albumentations.pytorch import ToTensorV2
+# albumentations asks PyPI for a newer version at import time (a 2 s timeout on machines
+# without internet, in every spawned worker); data loading should never touch the network.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from albumentations.pytorch import ToTensorV2  # noqa: E402
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

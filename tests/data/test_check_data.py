@@ -1,0 +1,105 @@
+"""check_dataset / tools/check_data.py find each planted problem and pass clean trees."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seg.data.check import check_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools"))
+import check_data  # noqa: E402
+
+
+def test_clean_voc_passes(make_voc):
+    root, _ = make_voc()
+    report = check_dataset("voc", root)
+    assert report.ok, report.format()
+    assert report.counts == {"train": 2, "val": 1}
+    assert check_data.main(["--dataset", "voc", str(root)]) == 0
+
+
+def test_voc_problems_are_each_named(make_voc, write_palette_png, capsys):
+    root, truth = make_voc(train=["m1", "m2", "m3", "m4", "m5"], val=["v1"])
+    voc = root / "VOCdevkit" / "VOC2012"
+    (voc / "SegmentationClass" / "m1.png").unlink()  # missing mask
+    write_palette_png(voc / "SegmentationClass" / "m2.png", np.zeros((3, 3), np.uint8))  # size
+    bad = truth["m3"].copy()
+    bad[0, 0] = 50
+    write_palette_png(voc / "SegmentationClass" / "m3.png", bad)  # unexpected label
+    (voc / "JPEGImages" / "m4.jpg").write_bytes(b"not a jpeg")  # unreadable image
+    report = check_dataset("voc", root)
+    text = "\n".join(report.problems)
+    assert not report.ok and len(report.problems) == 4, text
+    assert "m1.png does not exist" in text
+    assert "m2.png: mask size 3x3 differs" in text
+    assert "m3.png: unexpected label values [50]" in text
+    assert "m4.jpg" in text and "cannot read" in text
+    assert report.counts["train"] == 4  # m1 has no mask
+    assert check_data.main(["--dataset", "voc", str(root)]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_missing_root_is_a_problem(tmp_path):
+    report = check_dataset("voc", tmp_path / "absent")
+    assert not report.ok and "absent" in report.problems[0]
+
+
+def test_cityscapes_clean_and_planted(make_cityscapes):
+    root, _ = make_cityscapes()
+    report = check_dataset("cityscapes", root)
+    assert report.ok, report.format()
+    assert report.counts == {"train": 4, "val": 4, "test": 4}
+    label = root / "gtFine/val/bonn/bonn_000000_000019_gtFine_labelIds.png"
+    ids = np.array(Image.open(label))
+    ids[1, 1] = 99
+    Image.fromarray(ids, mode="L").save(label)
+    (root / "gtFine/train/aachen/aachen_000001_000020_gtFine_labelIds.png").unlink()
+    text = "\n".join(check_dataset("cityscapes", root).problems)
+    assert "bonn_000000_000019_gtFine_labelIds.png: unexpected label values [99]" in text
+    assert "aachen_000001_000020_leftImg8bit.png has no _gtFine_labelIds.png" in text
+
+
+def test_folder_clean_and_planted(tmp_path):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lbl").mkdir()
+    for stem in ("p", "q", "r"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / f"{stem}.png")
+        Image.fromarray(np.full((8, 8), 2, np.uint8), mode="L").save(
+            tmp_path / "lbl" / f"{stem}.png"
+        )
+    args = ["--dataset", "folder", str(tmp_path), "--images", "img", "--masks", "lbl"]
+    assert check_data.main([*args, "--num-classes", "3"]) == 0
+    Image.fromarray(np.full((8, 8), 7, np.uint8), mode="L").save(tmp_path / "lbl" / "q.png")
+    (tmp_path / "lbl" / "r.png").unlink()
+    report = check_dataset("folder", tmp_path, "img", "lbl", num_classes=3)
+    text = "\n".join(report.problems)
+    assert "q.png: unexpected label values [7]" in text
+    assert "image r has no mask" in text
+    assert check_data.main([*args, "--num-classes", "3"]) == 1
+    # Without --num-classes the labels are only reported, not judged.
+    report = check_dataset("folder", tmp_path, "img", "lbl")
+    assert report.labels_seen == {2, 7}
+
+
+def test_script_runs_from_the_command_line(make_voc):
+    # One subprocess only (interpreter start-up dominates); main() covers the exit-0 path.
+    root, _ = make_voc()
+    (root / "VOCdevkit/VOC2012/SegmentationClass/2007_000001.png").unlink()
+    script = REPO / "tools" / "check_data.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--dataset", "voc", str(root)], capture_output=True, text=True
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "train: 1 image/mask pairs" in result.stdout
+    assert "2007_000001.png" in result.stdout
+
+
+@pytest.mark.parametrize("dataset", ["coco"])
+def test_unknown_dataset(dataset, tmp_path):
+    with pytest.raises(ValueError, match="voc, cityscapes, folder"):
+        check_dataset(dataset, tmp_path)
