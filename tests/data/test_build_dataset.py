@@ -1,0 +1,98 @@
+"""build_dataset from config dicts, and the palettes."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seg.data import (
+    Cityscapes,
+    FolderDataset,
+    SyntheticShapes,
+    VOCSegmentation,
+    build_dataset,
+    colorize,
+    voc_palette,
+)
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match="voc, cityscapes, folder, synthetic"):
+        build_dataset({"name": "coco"}, "train")
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ValueError, match=r"\['rooot'\]"):
+        build_dataset({"name": "voc", "rooot": "x"}, "train")
+
+
+def test_missing_required_key():
+    with pytest.raises(ValueError, match="'root'"):
+        build_dataset({"name": "cityscapes"}, "val")
+
+
+def test_synthetic_train_and_val_differ_and_train_is_augmented():
+    cfg = {"name": "synthetic", "num_samples": {"train": 3, "val": 2}, "size": 64, "crop_size": 48}
+    train, val = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    assert isinstance(train, SyntheticShapes) and (len(train), len(val)) == (3, 2)
+    assert not np.array_equal(train.load_raw(0)[0], val.load_raw(0)[0])
+    image, mask = train[0]
+    assert image.shape == (3, 48, 48) and mask.dtype == torch.int64
+    image, mask = val[0]
+    assert image.shape == (3, 64, 64)
+
+
+def test_voc_and_cityscapes(make_voc, make_cityscapes):
+    root, _ = make_voc()
+    voc = build_dataset({"name": "voc", "root": str(root), "crop_size": 16}, "train")
+    assert isinstance(voc, VOCSegmentation) and voc.split == "train" and len(voc) == 2
+    assert voc[0][0].shape == (3, 16, 16)
+    with pytest.raises(FileNotFoundError, match="convert_sbd"):
+        build_dataset({"name": "voc", "root": str(root), "train_split": "trainaug"}, "train")
+    city_root, _ = make_cityscapes(splits=("val",))
+    city = build_dataset({"name": "cityscapes", "root": str(city_root)}, "val")
+    assert isinstance(city, Cityscapes) and len(city) == 4
+
+
+def test_folder_with_split_placeholder(tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / split / "img").mkdir(parents=True)
+        (tmp_path / split / "ann").mkdir(parents=True)
+        Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / split / "img" / "x.png")
+        Image.fromarray(np.ones((10, 10), np.uint8), mode="L").save(
+            tmp_path / split / "ann" / "x.png"
+        )
+    cfg = {
+        "name": "folder",
+        "root": str(tmp_path),
+        "images": "{split}/img",
+        "masks": "{split}/ann",
+        "classes": ["bg", "thing"],
+    }
+    val = build_dataset(cfg, "val")
+    assert isinstance(val, FolderDataset) and val.images_dir == tmp_path / "val" / "img"
+    assert (val[0][1] == 1).all()
+    with pytest.raises(ValueError, match="crop_size"):
+        build_dataset(cfg, "train")
+    assert build_dataset({**cfg, "crop_size": 8}, "train")[0][0].shape == (3, 8, 8)
+
+
+def test_voc_palette_known_colours():
+    palette = voc_palette()
+    # Colours as published with the VOC devkit.
+    assert tuple(palette[0]) == (0, 0, 0)
+    assert tuple(palette[1]) == (128, 0, 0)
+    assert tuple(palette[2]) == (0, 128, 0)
+    assert tuple(palette[3]) == (128, 128, 0)
+    assert tuple(palette[15]) == (192, 128, 128)
+    assert tuple(palette[255]) == (224, 224, 192)
+
+
+def test_colorize_paints_ignore_white():
+    mask = np.array([[0, 1], [255, 2]], np.uint8)
+    rgb = colorize(mask, voc_palette(21))
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    assert tuple(rgb[1, 0]) == (255, 255, 255)
+    assert tuple(rgb[0, 1]) == (128, 0, 0)
+    with pytest.raises(ValueError, match=r"\[30\]"):
+        colorize(np.array([[30]]), voc_palette(21))
