@@ -33,6 +33,9 @@ format: install
 	$(PY) -m ruff format seg tests tools
 	$(PY) -m ruff check --fix seg tests tools
 
+demo: install
+	$(PY) tools/demo.py --out outputs/demo
+
 bench: install
 	$(PY) tools/bench_ops.py
 
