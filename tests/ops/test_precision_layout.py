@@ -69,13 +69,14 @@ def test_low_precision_direct(name, dtype):
 
 
 @pytest.mark.parametrize("name", OPERATORS)
-def test_bfloat16_autocast(name):
+@pytest.mark.parametrize("dtype", LOW)
+def test_autocast(name, dtype):
     module, fn = OPERATORS[name]()
     x = torch.randn(2, 4, 9, 11)
     ref = fn(module, x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         out = fn(module, x)
-    _assert_close(out, ref, 4 * TOL[torch.bfloat16])
+    _assert_close(out, ref, 4 * TOL[dtype])
 
 
 @pytest.mark.parametrize("name", OPERATORS)
