@@ -79,7 +79,7 @@ def check_dataset(
                 raise ValueError("checking a folder data set needs both images and masks folders")
             _check_folder(report, Path(root) / images, Path(root) / masks, num_classes, jobs)
     except FileNotFoundError as error:
-        report.problems.append(str(error).splitlines()[0])
+        report.problems.append(" ".join(str(error).splitlines()))
     return report
 
 

@@ -71,3 +71,12 @@ def test_workers_draw_different_augmentations_reproducibly():
     # The reseeding follows torch's seed, so a seeded run repeats exactly.
     again = _run(0)
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+def test_datasets_with_transforms_pickle_for_spawned_workers(make_voc):
+    import pickle
+
+    dataset = VOCSegmentation(make_voc()[0], "train", build_train_transform(16))
+    clone = pickle.loads(pickle.dumps(dataset))
+    np.testing.assert_array_equal(clone.load_raw(0)[1], dataset.load_raw(0)[1])
+    assert clone[0][0].shape == (3, 16, 16)
