@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import triton  # noqa: F401  (ImportError here means: no kernels, use the reference)
 
+from .lifting import lift_down2d, lift_up2d
 from .lip import lip2d
 from .softpool import soft_pool2d
 
 AVAILABLE = True
 
-__all__ = ["AVAILABLE", "lip2d", "soft_pool2d"]
+__all__ = ["AVAILABLE", "lift_down2d", "lift_up2d", "lip2d", "soft_pool2d"]

@@ -1,0 +1,704 @@
+"""LiftPool 2d (down and exact up) as ``torch.ops.seg.lift_down2d`` / ``lift_up2d``.
+
+A lifting step along an axis is two *stages*, each of the form
+
+    out = base + sign * F(src)        F = P (predict) or U (update)
+
+forward:  d = x_o - P(x_e)            s = x_e + U(d)
+inverse:  x_e = s - U(d)              x_o = d + P(x_e)
+
+and one Triton kernel (``_stage_fwd_kernel``) runs a whole stage: it reads
+``src`` at the predictor's taps and ``base`` once, and writes ``out`` once. For
+the learned predictor the depthwise conv (reflect/replicate borders), ReLU, the
+1x1 channel mix (``tl.dot`` of a [BLOCK_C, BLOCK_C] weight tile with a
+[BLOCK_C, BLOCK_P] activation tile, accumulated over input-channel blocks, in
+fp32 with IEEE precision), the Tanh and the residual add are fused; haar and
+legall53 are the same kernel with a fixed two-tap stencil. Splitting into even
+and odd samples (odd lengths repeat their last sample) and interleaving are
+index arithmetic in the loads and stores, never copies.
+
+Launches: LiftDownPool2d forward 4 (P_w, U_w on x; then P_h, U_h on the s and d
+rows stacked in one [2N, C, H, ceil(W/2)] buffer, one launch each).
+LiftUpPool2d forward 6 (the vertical inverse runs once per branch because its
+inputs are the caller's separate band tensors).
+
+Backward: nothing but the op's inputs (x, or the four bands) and the weights
+is saved; the backward re-runs the forward stages it needs (3 launches for the
+down, 5 for the up) and then walks the stages in reverse, each in one launch
+for haar/legall53 and two for learned (``_stage_bwd_mix_kernel`` recomputes
+the pre-activation, writes dL/dz and reduces the 1x1 weights' and bias'
+gradients; ``_stage_bwd_src_kernel`` applies the transposed mix, the ReLU mask
+and the transposed depthwise conv and reduces its weight gradients). Scatter
+into overlapping taps uses fp32 atomics. Intermediates (s, d of the first
+step; dL/dz) live in fp32 work buffers of the input's size.
+
+Regularisers (``with_reg``): the op also returns its fp32 (s, d) buffer, and
+c_u, c_p are computed from it and from the fp32 bands with a few PyTorch ops,
+exactly the reference formula; autograd carries their gradient back into the
+op's backward (as a gradient for that buffer). 1d LiftPool runs on the
+reference. float64 runs on the reference.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ..lifting import LiftBands, LiftRegularization
+
+MODES = {"learned": 0, "haar": (1, 2), "legall53": (3, 4)}
+LEARNED, HAAR_P, HAAR_U, LEGALL_P, LEGALL_U = 0, 1, 2, 3, 4
+BIG = 2**31 - 1  # "no clamp" / "no mask" for an index limit
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@triton.jit
+def _tanh(z):
+    # odd-symmetric form: exp of a non-positive number never overflows
+    t = tl.exp(-2.0 * tl.abs(z))
+    y = (1.0 - t) / (1.0 + t)
+    return tl.where(z < 0, -y, y)
+
+
+@triton.jit
+def _tap(j, t: tl.constexpr, n, PAD: tl.constexpr, REFLECT: tl.constexpr):
+    """Index of tap t of a centred stencil at j on an axis of length n (reflect or replicate)."""
+    i = j + (t - PAD)
+    if REFLECT:
+        i = tl.where(i < 0, -i, i)
+        i = tl.where(i >= n, 2 * (n - 1) - i, i)
+    else:
+        i = tl.minimum(tl.maximum(i, 0), n - 1)
+    return i
+
+
+@triton.jit
+def _pixels(pid, A, n, A_FASTEST: tl.constexpr, BLOCK_P: tl.constexpr):
+    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+    if A_FASTEST:  # the lifting axis is H: neighbouring lanes walk along W
+        a = p % A
+        j = p // A
+    else:  # the lifting axis is W: neighbouring lanes walk along it
+        j = p % n
+        a = p // n
+    return p, a, j, p < A * n
+
+
+@triton.jit
+def _hidden(src_ptr, s_sc, s_sa, s_sl, ci, cmask, a, j, pmask, n, dw_ptr, db_ptr,
+            K: tl.constexpr, REFLECT: tl.constexpr, BLOCK_C: tl.constexpr,
+            BLOCK_P: tl.constexpr):  # fmt: skip
+    """Depthwise conv of src (fp32 [BLOCK_C, BLOCK_P]) before the ReLU."""
+    bias = tl.load(db_ptr + ci, mask=cmask, other=0.0).to(tl.float32)
+    h = tl.zeros([BLOCK_C, BLOCK_P], tl.float32) + bias[:, None]
+    mask = cmask[:, None] & pmask[None, :]
+    for t in tl.static_range(K):
+        i = _tap(j, t, n, K // 2, REFLECT)
+        v = tl.load(src_ptr + ci[:, None] * s_sc + (a * s_sa + i * s_sl)[None, :], mask=mask)
+        w = tl.load(dw_ptr + ci * K + t, mask=cmask, other=0.0).to(tl.float32)
+        h += w[:, None] * v.to(tl.float32)
+    return h
+
+
+@triton.jit
+def _mix(src_ptr, s_sc, s_sa, s_sl, co, comask, a, j, pmask, n, C,
+         dw_ptr, db_ptr, mw_ptr, mb_ptr,
+         K: tl.constexpr, REFLECT: tl.constexpr, BLOCK_C: tl.constexpr,
+         BLOCK_P: tl.constexpr):  # fmt: skip
+    """Pre-Tanh output of the learned predictor for output channels co: [BLOCK_C, BLOCK_P]."""
+    acc = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        ci = c0 + tl.arange(0, BLOCK_C)
+        cimask = ci < C
+        h = _hidden(src_ptr, s_sc, s_sa, s_sl, ci, cimask, a, j, pmask, n, dw_ptr, db_ptr,
+                    K, REFLECT, BLOCK_C, BLOCK_P)  # fmt: skip
+        r = tl.where(cimask[:, None] & pmask[None, :], tl.maximum(h, 0.0), 0.0)
+        m = tl.load(mw_ptr + co[:, None] * C + ci[None, :],
+                    mask=comask[:, None] & cimask[None, :], other=0.0)  # fmt: skip
+        acc += tl.dot(m.to(tl.float32), r, input_precision="ieee")
+    bias = tl.load(mb_ptr + co, mask=comask, other=0.0).to(tl.float32)
+    return acc + bias[:, None]
+
+
+@triton.jit
+def _fixed(src_ptr, s_sc, s_sa, s_sl, c, cmask, a, j, pmask, n, MODE: tl.constexpr):
+    """haar / legall53 P or U at j: [BLOCK_C, BLOCK_P] in fp32."""
+    mask = cmask[:, None] & pmask[None, :]
+    rows = src_ptr + c[:, None] * s_sc + (a * s_sa)[None, :]
+    here = tl.load(rows + (j * s_sl)[None, :], mask=mask, other=0.0).to(tl.float32)
+    if MODE == 1:
+        f = here
+    elif MODE == 2:
+        f = 0.5 * here
+    elif MODE == 3:
+        nxt = tl.minimum(j + 1, n - 1)
+        f = 0.5 * (here + tl.load(rows + (nxt * s_sl)[None, :], mask=mask, other=0.0))
+    else:
+        prv = tl.maximum(j - 1, 0)
+        f = 0.25 * (here + tl.load(rows + (prv * s_sl)[None, :], mask=mask, other=0.0))
+    return f
+
+
+@triton.jit
+def _stage_fwd_kernel(
+    src_ptr, s_sb, s_sc, s_sa, s_sl,
+    base_ptr, b_sb, b_sc, b_sa, b_sl, b_step, b_off, b_lim,
+    out_ptr, o_sb, o_sc, o_sa, o_sl, o_step, o_off, o_lim,
+    dw_ptr, db_ptr, mw_ptr, mb_ptr,
+    C, A, n,
+    SIGN: tl.constexpr, MODE: tl.constexpr, K: tl.constexpr, REFLECT: tl.constexpr,
+    A_FASTEST: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):  # fmt: skip
+    """out[b, c, a, j*o_step+o_off] = base[b, c, a, min(j*b_step+b_off, b_lim)] + SIGN * F(src)[j]."""
+    b = tl.program_id(1).to(tl.int64)
+    p, a, j, pmask = _pixels(tl.program_id(0), A, n, A_FASTEST, BLOCK_P)
+    co = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = co < C
+    src = src_ptr + b * s_sb
+    if MODE == 0:
+        z = _mix(src, s_sc, s_sa, s_sl, co, cmask, a, j, pmask, n, C,
+                 dw_ptr, db_ptr, mw_ptr, mb_ptr, K, REFLECT, BLOCK_C, BLOCK_P)  # fmt: skip
+        f = _tanh(z)
+    else:
+        f = _fixed(src, s_sc, s_sa, s_sl, co, cmask, a, j, pmask, n, MODE)
+    mask = cmask[:, None] & pmask[None, :]
+    bl = tl.minimum(j * b_step + b_off, b_lim)
+    base = tl.load(base_ptr + b * b_sb + co[:, None] * b_sc + (a * b_sa + bl * b_sl)[None, :],
+                   mask=mask, other=0.0)  # fmt: skip
+    out = base.to(tl.float32) + SIGN * f
+    ol = j * o_step + o_off
+    omask = mask & (ol < o_lim)[None, :]
+    tl.store(out_ptr + b * o_sb + co[:, None] * o_sc + (a * o_sa + ol * o_sl)[None, :],
+             out.to(out_ptr.dtype.element_ty), mask=omask)  # fmt: skip
+
+
+@triton.jit
+def _stage_bwd_mix_kernel(
+    src_ptr, s_sb, s_sc, s_sa, s_sl,
+    g_ptr, g_sb, g_sc, g_sa, g_sl, o_step, o_off, o_lim,
+    gz_ptr, dw_ptr, db_ptr, mw_ptr, mb_ptr, gmw_ptr, gmb_ptr,
+    C, A, n,
+    SIGN: tl.constexpr, K: tl.constexpr, REFLECT: tl.constexpr,
+    A_FASTEST: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):  # fmt: skip
+    """Learned stage, part 1: dL/dz = SIGN * g * (1 - tanh(z)^2) into gz [B, C, A*n];
+    dL/dmix_bias and dL/dmix_weight (= dL/dz @ relu(h)^T) accumulated atomically."""
+    b = tl.program_id(1).to(tl.int64)
+    p, a, j, pmask = _pixels(tl.program_id(0), A, n, A_FASTEST, BLOCK_P)
+    co = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    comask = co < C
+    src = src_ptr + b * s_sb
+    z = _mix(src, s_sc, s_sa, s_sl, co, comask, a, j, pmask, n, C,
+             dw_ptr, db_ptr, mw_ptr, mb_ptr, K, REFLECT, BLOCK_C, BLOCK_P)  # fmt: skip
+    f = _tanh(z)
+    ol = j * o_step + o_off
+    mask = comask[:, None] & (pmask & (ol < o_lim))[None, :]
+    g = tl.load(g_ptr + b * g_sb + co[:, None] * g_sc + (a * g_sa + ol * g_sl)[None, :],
+                mask=mask, other=0.0).to(tl.float32)  # fmt: skip
+    gz = tl.where(mask, SIGN * g * (1.0 - f * f), 0.0)
+    tl.store(gz_ptr + (b * C + co[:, None]) * (A * n) + p[None, :], gz,
+             mask=comask[:, None] & pmask[None, :])  # fmt: skip
+    tl.atomic_add(gmb_ptr + co, tl.sum(gz, axis=1), mask=comask)
+    for c0 in range(0, C, BLOCK_C):
+        ci = c0 + tl.arange(0, BLOCK_C)
+        cimask = ci < C
+        h = _hidden(src, s_sc, s_sa, s_sl, ci, cimask, a, j, pmask, n, dw_ptr, db_ptr,
+                    K, REFLECT, BLOCK_C, BLOCK_P)  # fmt: skip
+        r = tl.where(cimask[:, None] & pmask[None, :], tl.maximum(h, 0.0), 0.0)
+        gm = tl.dot(gz, tl.trans(r), input_precision="ieee")
+        tl.atomic_add(gmw_ptr + co[:, None] * C + ci[None, :], gm,
+                      mask=comask[:, None] & cimask[None, :])  # fmt: skip
+
+
+@triton.jit
+def _stage_bwd_src_kernel(
+    src_ptr, s_sb, s_sc, s_sa, s_sl,
+    gs_ptr, gs_sb, gs_sc, gs_sa, gs_sl,
+    gb_ptr, gb_sb, gb_sc, gb_sa, gb_sl, b_step, b_off, b_lim,
+    g_ptr, g_sb, g_sc, g_sa, g_sl, o_step, o_off, o_lim,
+    gz_ptr, dw_ptr, db_ptr, mw_ptr, gdw_ptr, gdb_ptr,
+    C, A, n,
+    SIGN: tl.constexpr, MODE: tl.constexpr, K: tl.constexpr, REFLECT: tl.constexpr,
+    A_FASTEST: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):  # fmt: skip
+    """Stage backward into src and base (fp32 buffers, atomics), and the depthwise weights."""
+    b = tl.program_id(1).to(tl.int64)
+    p, a, j, pmask = _pixels(tl.program_id(0), A, n, A_FASTEST, BLOCK_P)
+    c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = c < C
+    mask = cmask[:, None] & pmask[None, :]
+    ol = j * o_step + o_off
+    gmask = mask & (ol < o_lim)[None, :]
+    g = tl.load(g_ptr + b * g_sb + c[:, None] * g_sc + (a * g_sa + ol * g_sl)[None, :],
+                mask=gmask, other=0.0).to(tl.float32)  # fmt: skip
+    # base: identity
+    bl = tl.minimum(j * b_step + b_off, b_lim)
+    tl.atomic_add(gb_ptr + b * gb_sb + c[:, None] * gb_sc + (a * gb_sa + bl * gb_sl)[None, :],
+                  g, mask=gmask)  # fmt: skip
+    gsrc = gs_ptr + b * gs_sb + c[:, None] * gs_sc + (a * gs_sa)[None, :]
+    if MODE == 0:
+        # dL/drelu(h) = mix_weight^T @ dL/dz, over blocks of output channels
+        gr = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            co = c0 + tl.arange(0, BLOCK_C)
+            comask = co < C
+            mt = tl.load(mw_ptr + co[None, :] * C + c[:, None],
+                         mask=cmask[:, None] & comask[None, :], other=0.0)  # fmt: skip
+            gz = tl.load(gz_ptr + (b * C + co[:, None]) * (A * n) + p[None, :],
+                         mask=comask[:, None] & pmask[None, :], other=0.0)  # fmt: skip
+            gr += tl.dot(mt.to(tl.float32), gz, input_precision="ieee")
+        src = src_ptr + b * s_sb
+        h = _hidden(src, s_sc, s_sa, s_sl, c, cmask, a, j, pmask, n, dw_ptr, db_ptr,
+                    K, REFLECT, BLOCK_C, BLOCK_P)  # fmt: skip
+        gh = tl.where(mask & (h > 0.0), gr, 0.0)
+        tl.atomic_add(gdb_ptr + c, tl.sum(gh, axis=1), mask=cmask)
+        for t in tl.static_range(K):
+            i = _tap(j, t, n, K // 2, REFLECT)
+            v = tl.load(src + c[:, None] * s_sc + (a * s_sa + i * s_sl)[None, :], mask=mask,
+                        other=0.0).to(tl.float32)  # fmt: skip
+            tl.atomic_add(gdw_ptr + c * K + t, tl.sum(gh * v, axis=1), mask=cmask)
+            w = tl.load(dw_ptr + c * K + t, mask=cmask, other=0.0).to(tl.float32)
+            tl.atomic_add(gsrc + (i * gs_sl)[None, :], w[:, None] * gh, mask=mask)
+    elif MODE == 1:
+        tl.atomic_add(gsrc + (j * gs_sl)[None, :], SIGN * g, mask=mask)
+    elif MODE == 2:
+        tl.atomic_add(gsrc + (j * gs_sl)[None, :], (SIGN * 0.5) * g, mask=mask)
+    elif MODE == 3:
+        half = (SIGN * 0.5) * g
+        tl.atomic_add(gsrc + (j * gs_sl)[None, :], half, mask=mask)
+        tl.atomic_add(gsrc + (tl.minimum(j + 1, n - 1) * gs_sl)[None, :], half, mask=mask)
+    else:
+        quarter = (SIGN * 0.25) * g
+        tl.atomic_add(gsrc + (j * gs_sl)[None, :], quarter, mask=mask)
+        tl.atomic_add(gsrc + (tl.maximum(j - 1, 0) * gs_sl)[None, :], quarter, mask=mask)
+
+
+# --------------------------------------------------------------------------- launchers
+
+BLOCK_P = 64
+
+
+def _axis_strides(t: Tensor, axis: str) -> tuple[int, int, int, int]:
+    """Strides of [B, C, H, W] as (batch, channel, other axis, lifting axis)."""
+    sb, sc, sh, sw = t.stride()
+    return (sb, sc, sh, sw) if axis == "w" else (sb, sc, sw, sh)
+
+
+class Predictor:
+    """A predictor's kernel mode and (for learned) its fp32-loadable weights."""
+
+    def __init__(self, mode: int, kernel_size: int, weights: list[Tensor] | None = None):
+        self.mode = mode
+        self.kernel_size = kernel_size if mode == LEARNED else 1
+        self.weights = weights
+
+    def pointers(self, fallback: Tensor):
+        if self.mode == LEARNED:
+            dw, db, mw, mb = self.weights
+            return dw.contiguous(), db.contiguous(), mw.contiguous(), mb.contiguous()
+        return fallback, fallback, fallback, fallback
+
+
+def _blocks(mode: int, channels: int) -> int:
+    if mode == LEARNED:  # tl.dot wants every tile dimension >= 16
+        return max(16, min(64, triton.next_power_of_2(channels)))
+    return min(16, triton.next_power_of_2(channels))
+
+
+class Stage:
+    """out = base + sign * F(src) along one axis of [B, C, A, L] views (see the module doc)."""
+
+    def __init__(self, pred, sign, axis, n, src, base, out, base_map, out_map):
+        self.pred, self.sign, self.axis, self.n = pred, sign, axis, n
+        self.src, self.base, self.out = src, base, out
+        self.base_map = base_map  # (step, offset, clamp limit) of base's lifting index
+        self.out_map = out_map  # (step, offset, mask limit) of out's lifting index
+
+    def geometry(self):
+        batch, channels = self.src.shape[:2]
+        other = self.src.shape[2] if self.axis == "w" else self.src.shape[3]
+        block_c = _blocks(self.pred.mode, channels)
+        grid = (triton.cdiv(other * self.n, BLOCK_P), batch, triton.cdiv(channels, block_c))
+        return batch, channels, other, block_c, grid
+
+    def common(self):
+        k = self.pred.kernel_size
+        return dict(
+            SIGN=self.sign,
+            K=k,
+            REFLECT=self.n > k // 2,
+            A_FASTEST=self.axis == "h",
+            BLOCK_P=BLOCK_P,
+        )
+
+    def forward(self) -> None:
+        _, channels, other, block_c, grid = self.geometry()
+        if other * self.n == 0:
+            return
+        _stage_fwd_kernel[grid](
+            self.src, *_axis_strides(self.src, self.axis),
+            self.base, *_axis_strides(self.base, self.axis), *self.base_map,
+            self.out, *_axis_strides(self.out, self.axis), *self.out_map,
+            *self.pred.pointers(self.src),
+            channels, other, self.n,
+            MODE=self.pred.mode, BLOCK_C=block_c, **self.common(),
+        )  # fmt: skip
+
+    def backward(self, grad_out, grad_src, grad_base, grad_weights, work: Tensor) -> None:
+        """Accumulate into grad_src, grad_base (fp32) and grad_weights from grad_out."""
+        batch, channels, other, block_c, grid = self.geometry()
+        if other * self.n == 0:
+            return
+        weights = self.pred.pointers(self.src)
+        grad_w = grad_weights if grad_weights is not None else (work,) * 4
+        gz = work[: batch * channels * other * self.n]
+        if self.pred.mode == LEARNED:
+            _stage_bwd_mix_kernel[grid](
+                self.src, *_axis_strides(self.src, self.axis),
+                grad_out, *_axis_strides(grad_out, self.axis), *self.out_map,
+                gz, *weights, grad_w[2], grad_w[3],
+                channels, other, self.n,
+                BLOCK_C=block_c, **self.common(),
+            )  # fmt: skip
+        _stage_bwd_src_kernel[grid](
+            self.src, *_axis_strides(self.src, self.axis),
+            grad_src, *_axis_strides(grad_src, self.axis),
+            grad_base, *_axis_strides(grad_base, self.axis), *self.base_map,
+            grad_out, *_axis_strides(grad_out, self.axis), *self.out_map,
+            gz, weights[0], weights[1], weights[2], grad_w[0], grad_w[1],
+            channels, other, self.n,
+            MODE=self.pred.mode, BLOCK_C=block_c, **self.common(),
+        )  # fmt: skip
+
+
+def _predictors(params: list[Tensor], predictor: str, kernel_size: int):
+    """(predict_w, update_w, predict_h, update_h) from the op's flat parameter list."""
+    if predictor == "learned":
+        return tuple(Predictor(LEARNED, kernel_size, params[4 * i : 4 * i + 4]) for i in range(4))
+    if predictor not in MODES:
+        raise ValueError(f"no Triton kernel for LiftPool predictor {predictor!r}")
+    p_mode, u_mode = MODES[predictor]
+    return (Predictor(p_mode, 1), Predictor(u_mode, 1)) * 2
+
+
+def _half(size: int) -> int:
+    return (size + 1) // 2
+
+
+def _down_stages(x, sd, lo, hi, preds):
+    """The four forward stages of LiftDownPool2d: x -> sd = [s; d] -> lo = [LL; HL], hi = [LH; HH]."""
+    predict_w, update_w, predict_h, update_h = preds
+    batch = x.shape[0]
+    height, width = x.shape[-2:]
+    s, d = sd[:batch], sd[batch:]
+    n_w, n_h = _half(width), _half(height)
+    return [
+        # d = x_o - P_w(x_e)
+        Stage(predict_w, -1.0, "w", n_w, x[..., 0::2], x, d, (2, 1, width - 1), (1, 0, BIG)),
+        # s = x_e + U_w(d)
+        Stage(update_w, 1.0, "w", n_w, d, x, s, (2, 0, BIG), (1, 0, BIG)),
+        # LH, HH = s_o - P_h(s_e), d_o - P_h(d_e)
+        Stage(predict_h, -1.0, "h", n_h, sd[..., 0::2, :], sd, hi, (2, 1, height - 1), (1, 0, BIG)),
+        # LL, HL = s_e + U_h(LH), d_e + U_h(HH)
+        Stage(update_h, 1.0, "h", n_h, hi, sd, lo, (2, 0, BIG), (1, 0, BIG)),
+    ]  # fmt: skip
+
+
+def _up_stages(bands, sd, x, preds, height, width):
+    """The six stages of LiftUpPool2d: (LL, LH), (HL, HH) -> sd = [s; d] -> x."""
+    predict_w, update_w, predict_h, update_h = preds
+    batch = x.shape[0]
+    s, d = sd[:batch], sd[batch:]
+    n_w, n_h = _half(width), _half(height)
+    stages = []
+    for low, high, rows in ((bands[0], bands[1], s), (bands[2], bands[3], d)):
+        stages += [
+            # even rows = low - U_h(high)
+            Stage(update_h, -1.0, "h", n_h, high, low, rows, (1, 0, BIG), (2, 0, height)),
+            # odd rows = high + P_h(even rows)
+            Stage(predict_h, 1.0, "h", n_h, rows[..., 0::2, :], high, rows, (1, 0, BIG),
+                  (2, 1, height)),
+        ]  # fmt: skip
+    stages += [
+        Stage(update_w, -1.0, "w", n_w, d, s, x, (1, 0, BIG), (2, 0, width)),
+        Stage(predict_w, 1.0, "w", n_w, x[..., 0::2], d, x, (1, 0, BIG), (2, 1, width)),
+    ]
+    return stages
+
+
+def _compute_dtype(t: Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _weight_grads(params: list[Tensor]) -> list[Tensor]:
+    return [torch.zeros(p.shape, device=p.device, dtype=torch.float32) for p in params]
+
+
+def _grads_of(grads: list[Tensor], index: int):
+    return tuple(grads[4 * index : 4 * index + 4]) if grads else None
+
+
+def _band_shapes(x: Tensor):
+    batch, channels, height, width = x.shape
+    band = (2 * batch, channels, _half(height), _half(width))
+    return band, (2 * batch, channels, height, _half(width))
+
+
+# --------------------------------------------------------------------------- torch ops
+
+
+@torch.library.custom_op("seg::lift_down2d", mutates_args=())
+def lift_down2d_op(
+    x: Tensor, params: list[Tensor], predictor: str, kernel_size: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """x [N, C, H, W] -> (lo = [LL; HL], hi = [LH; HH]: [2N, C, h, w]; sd = [s; d]: [2N, C, H, w]),
+    all float32 (the compute dtype); h, w = ceil(H/2), ceil(W/2)."""
+    band_shape, sd_shape = _band_shapes(x)
+    cd = _compute_dtype(x)
+    lo = torch.empty(band_shape, device=x.device, dtype=cd)
+    hi = torch.empty(band_shape, device=x.device, dtype=cd)
+    sd = torch.empty(sd_shape, device=x.device, dtype=cd)
+    for stage in _down_stages(x, sd, lo, hi, _predictors(params, predictor, kernel_size)):
+        stage.forward()
+    return lo, hi, sd
+
+
+@lift_down2d_op.register_fake
+def _(x, params, predictor, kernel_size):
+    band_shape, sd_shape = _band_shapes(x)
+    cd = _compute_dtype(x)
+    return (
+        x.new_empty(band_shape, dtype=cd),
+        x.new_empty(band_shape, dtype=cd),
+        x.new_empty(sd_shape, dtype=cd),
+    )
+
+
+@torch.library.custom_op("seg::lift_down2d_backward", mutates_args=())
+def lift_down2d_backward_op(
+    grad_lo: Tensor,
+    grad_hi: Tensor,
+    grad_sd: Tensor | None,
+    x: Tensor,
+    params: list[Tensor],
+    predictor: str,
+    kernel_size: int,
+) -> list[Tensor]:
+    """[grad x, grad of each parameter]: recomputes s, d and the high bands from x."""
+    band_shape, sd_shape = _band_shapes(x)
+    cd = _compute_dtype(x)
+    preds = _predictors(params, predictor, kernel_size)
+    sd = torch.empty(sd_shape, device=x.device, dtype=cd)
+    hi = torch.empty(band_shape, device=x.device, dtype=cd)
+    stages = _down_stages(x, sd, None, hi, preds)
+    for stage in stages[:3]:
+        stage.forward()
+    g_x = torch.zeros(x.shape, device=x.device, dtype=cd)
+    g_sd = torch.zeros(sd_shape, device=x.device, dtype=cd) if grad_sd is None else grad_sd.to(cd)
+    g_sd = g_sd.clone() if g_sd is grad_sd else g_sd
+    g_hi = grad_hi.to(cd, copy=True).contiguous()
+    g_w = _weight_grads(params)
+    work = torch.empty(sd.numel(), device=x.device, dtype=torch.float32) if params else g_x
+    batch = x.shape[0]
+    g_s, g_d = g_sd[:batch], g_sd[batch:]
+    # (stage, grad of its out, grad of its src, grad of its base, predictor index)
+    backward = [
+        (stages[3], grad_lo, g_hi, g_sd, 3),
+        (stages[2], g_hi, g_sd[..., 0::2, :], g_sd, 2),
+        (stages[1], g_s, g_d, g_x, 1),
+        (stages[0], g_d, g_x[..., 0::2], g_x, 0),
+    ]
+    for stage, g_out, g_src, g_base, index in backward:
+        stage.backward(g_out, g_src, g_base, _grads_of(g_w, index), work)
+    return [g_x.to(x.dtype)] + [g.to(p.dtype) for g, p in zip(g_w, params)]
+
+
+@lift_down2d_backward_op.register_fake
+def _(grad_lo, grad_hi, grad_sd, x, params, predictor, kernel_size):
+    return [torch.empty_like(x)] + [torch.empty_like(p) for p in params]
+
+
+def _down_setup(ctx, inputs, output):
+    x, params, predictor, kernel_size = inputs
+    ctx.save_for_backward(x, *params)
+    ctx.config = (predictor, kernel_size)
+
+
+def _down_backward(ctx, grad_lo, grad_hi, grad_sd):
+    x, *params = ctx.saved_tensors
+    band_shape, _ = _band_shapes(x)
+    cd = _compute_dtype(x)
+    if grad_lo is None:
+        grad_lo = x.new_zeros(band_shape, dtype=cd)
+    if grad_hi is None:
+        grad_hi = x.new_zeros(band_shape, dtype=cd)
+    grads = lift_down2d_backward_op(grad_lo, grad_hi, grad_sd, x, params, *ctx.config)
+    return grads[0], list(grads[1:]), None, None
+
+
+lift_down2d_op.register_autograd(_down_backward, setup_context=_down_setup)
+
+
+@torch.library.custom_op("seg::lift_up2d", mutates_args=())
+def lift_up2d_op(
+    ll: Tensor,
+    lh: Tensor,
+    hl: Tensor,
+    hh: Tensor,
+    params: list[Tensor],
+    predictor: str,
+    kernel_size: int,
+    height: int,
+    width: int,
+) -> Tensor:
+    """Bands [N, C, ceil(H/2), ceil(W/2)] -> x [N, C, H, W] in float32 (the compute dtype)."""
+    batch, channels = ll.shape[:2]
+    cd = _compute_dtype(ll)
+    sd = torch.empty((2 * batch, channels, height, ll.shape[-1]), device=ll.device, dtype=cd)
+    x = torch.empty((batch, channels, height, width), device=ll.device, dtype=cd)
+    preds = _predictors(params, predictor, kernel_size)
+    for stage in _up_stages((ll, lh, hl, hh), sd, x, preds, height, width):
+        stage.forward()
+    return x
+
+
+@lift_up2d_op.register_fake
+def _(ll, lh, hl, hh, params, predictor, kernel_size, height, width):
+    return ll.new_empty((ll.shape[0], ll.shape[1], height, width), dtype=_compute_dtype(ll))
+
+
+@torch.library.custom_op("seg::lift_up2d_backward", mutates_args=())
+def lift_up2d_backward_op(
+    grad: Tensor,
+    ll: Tensor,
+    lh: Tensor,
+    hl: Tensor,
+    hh: Tensor,
+    params: list[Tensor],
+    predictor: str,
+    kernel_size: int,
+) -> list[Tensor]:
+    """[grad ll, lh, hl, hh, grad of each parameter]: recomputes s, d and x's even columns."""
+    batch, channels, height, width = grad.shape
+    cd = _compute_dtype(ll)
+    sd = torch.empty((2 * batch, channels, height, ll.shape[-1]), device=ll.device, dtype=cd)
+    x = torch.empty((batch, channels, height, width), device=ll.device, dtype=cd)
+    preds = _predictors(params, predictor, kernel_size)
+    bands = (ll, lh, hl, hh)
+    stages = _up_stages(bands, sd, x, preds, height, width)
+    for stage in stages[:5]:
+        stage.forward()
+    g_x = grad.to(cd, copy=True).contiguous()
+    g_sd = torch.zeros_like(sd)
+    g_bands = [torch.zeros(b.shape, device=b.device, dtype=cd) for b in bands]
+    g_w = _weight_grads(params)
+    work = torch.empty(sd.numel(), device=ll.device, dtype=torch.float32) if params else g_x
+    g_s, g_d = g_sd[:batch], g_sd[batch:]
+    backward = [
+        (stages[5], g_x, g_x[..., 0::2], g_d, 0),
+        (stages[4], g_x, g_d, g_s, 1),
+        (stages[3], g_d, g_d[..., 0::2, :], g_bands[3], 2),
+        (stages[2], g_d, g_bands[3], g_bands[2], 3),
+        (stages[1], g_s, g_s[..., 0::2, :], g_bands[1], 2),
+        (stages[0], g_s, g_bands[1], g_bands[0], 3),
+    ]
+    for stage, g_out, g_src, g_base, index in backward:
+        stage.backward(g_out, g_src, g_base, _grads_of(g_w, index), work)
+    return [g.to(b.dtype) for g, b in zip(g_bands, bands)] + [
+        g.to(p.dtype) for g, p in zip(g_w, params)
+    ]
+
+
+@lift_up2d_backward_op.register_fake
+def _(grad, ll, lh, hl, hh, params, predictor, kernel_size):
+    return [torch.empty_like(b) for b in (ll, lh, hl, hh)] + [torch.empty_like(p) for p in params]
+
+
+def _up_setup(ctx, inputs, output):
+    ll, lh, hl, hh, params, predictor, kernel_size, height, width = inputs
+    ctx.save_for_backward(ll, lh, hl, hh, *params)
+    ctx.config = (predictor, kernel_size)
+
+
+def _up_backward(ctx, grad):
+    ll, lh, hl, hh, *params = ctx.saved_tensors
+    grads = lift_up2d_backward_op(grad, ll, lh, hl, hh, params, *ctx.config)
+    return (*grads[:4], list(grads[4:]), None, None, None, None)
+
+
+lift_up2d_op.register_autograd(_up_backward, setup_context=_up_setup)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _params(down) -> list[Tensor]:
+    if down.predictor != "learned":
+        return []
+    params = []
+    for name in ("predict_w", "update_w", "predict_h", "update_h"):
+        module = getattr(down, name)
+        params += [module.depthwise_weight, module.depthwise_bias, module.mix_weight]
+        params.append(module.mix_bias)
+    return params
+
+
+def _odd(t: Tensor, dim: int) -> Tensor:
+    """x_o of the split along dim (odd lengths repeat their last sample)."""
+    length = t.shape[dim]
+    index = torch.arange(1, length + 1, 2, device=t.device).clamp_(max=length - 1)
+    return t.index_select(dim, index)
+
+
+def _regularization(x: Tensor, lo: Tensor, hi: Tensor, sd: Tensor) -> LiftRegularization:
+    """The reference's c_u, c_p from the op's float32 outputs (differentiable through the op)."""
+    batch = x.shape[0]
+    s, d = sd[:batch], sd[batch:]
+    x_o = _odd(x.to(sd.dtype), -1)
+    c_u = (s - x_o).pow(2).mean()
+    c_p = d.pow(2).mean()
+    for rows, low, high in ((s, lo[:batch], hi[:batch]), (d, lo[batch:], hi[batch:])):
+        c_u = c_u + (low - _odd(rows, -2)).pow(2).mean()
+        c_p = c_p + high.pow(2).mean()
+    return LiftRegularization(c_u, c_p)
+
+
+def _supported(down, t: Tensor) -> bool:
+    return t.dtype != torch.float64 and down.predictor in MODES
+
+
+def lift_down2d(down, x: Tensor, with_reg: bool):
+    """LiftDownPool2d.decompose on the kernels: x [N, C, H, W] (fp16/bf16/fp32) ->
+    (LiftBands in x's dtype, LiftRegularization or None). float64 runs on the reference."""
+    if x.dim() != 4:
+        raise ValueError(f"lift_down2d expects a 4d tensor [N, C, H, W], got {tuple(x.shape)}")
+    if not _supported(down, x):
+        from ..lifting import _lift_down2d
+
+        return _lift_down2d(x, *down.predictors, with_reg)
+    lo, hi, sd = lift_down2d_op(x, _params(down), down.predictor, down.kernel_size)
+    batch = x.shape[0]
+    ll, lh, hl, hh = (t.to(x.dtype) for t in (lo[:batch], hi[:batch], lo[batch:], hi[batch:]))
+    bands = LiftBands(ll, lh, hl, hh, size=(x.shape[-2], x.shape[-1]))
+    return bands, (_regularization(x, lo, hi, sd) if with_reg else None)
+
+
+def lift_up2d(down, bands: LiftBands) -> Tensor:
+    """LiftUpPool2d.forward on the kernels: bands (ll = the decoder feature) -> [N, C, H, W]."""
+    ll, lh, hl, hh, (height, width) = bands
+    for name, band in zip(("lh", "hl", "hh"), (lh, hl, hh)):
+        if band.shape != ll.shape:
+            raise ValueError(
+                f"LiftUpPool: feature of shape {tuple(ll.shape)} does not match the stored "
+                f"{name} band {tuple(band.shape)}: upsample the feature its own LiftDownPool made"
+            )
+    if not _supported(down, ll):
+        from ..lifting import lift_up2d as reference
+
+        return reference(bands, *down.predictors)
+    x = lift_up2d_op(ll, lh, hl, hh, _params(down), down.predictor, down.kernel_size, height, width)
+    return x.to(ll.dtype)
