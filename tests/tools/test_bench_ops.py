@@ -1,0 +1,56 @@
+"""tools/bench_ops.py runs on CPU (reference and baselines) and writes its JSON and Markdown."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATORS = {
+    "lift_down2d",
+    "lift_up2d",
+    "soft_pool2d",
+    "lip2d",
+    "max_pool2d_with_indices",
+    "max_unpool2d",
+    "interpolate_bilinear",
+    "avg_pool2d",
+}
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("bench_ops", ROOT / "tools" / "bench_ops.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_cpu_run_writes_json_and_markdown(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEG_OPS_BACKEND", raising=False)
+    bench = _load_tool()
+    bench.main(["--quick", "--device", "cpu", "--repeats", "2", "--out", str(tmp_path)])
+
+    report = json.loads((tmp_path / "bench_ops.json").read_text())
+    rows = report["results"]
+    assert {r["op"] for r in rows} == OPERATORS
+    assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}
+    assert {r["impl"] for r in rows} == {"reference", "baseline"}
+    assert report["copy_GBps"] > 0
+    for row in rows:
+        assert row["median_ms"] > 0 and row["GBps"] > 0
+        assert row["peak_MiB"] == "n/a"
+        assert row["dtype"] == "float32"
+    # every operator at every quick shape, forward and forward+backward
+    assert len(rows) == len(OPERATORS) * len(bench.QUICK_SHAPES) * 2
+
+    table = (tmp_path / "bench_ops.md").read_text()
+    assert table.startswith("# bench_ops")
+    for op in OPERATORS:
+        assert f"| {op} |" in table
+
+
+def test_rejects_unknown_dtype(tmp_path):
+    bench = _load_tool()
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--device", "cpu", "--dtype", "float8", "--out", str(tmp_path)])
