@@ -114,12 +114,21 @@ def test_opcheck(triton_backend):
     torch.library.opcheck(torch.ops.seg.lip2d.default, (x, logit, [3, 3], [2, 2], [1, 1]))
 
 
+@pytest.mark.parametrize("dtype,atol", [(torch.float16, 1e-3), (torch.bfloat16, 1e-2)])
+def test_low_precision(triton_backend, dtype, atol):
+    _check_low_precision(DEVICE, (2, 5, 5, 7), dtype, atol, (3, 2, 1))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype,atol", [(torch.float16, 1e-3), (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize("window", [(2, None, 0), (3, 2, 1)])
 def test_low_precision_gpu(triton_backend, dtype, atol, window):
-    x32 = torch.randn(4, 19, 33, 45, device="cuda", requires_grad=True)
-    logit32 = torch.randn(4, 19, 33, 45, device="cuda", requires_grad=True)
+    _check_low_precision("cuda", (4, 19, 33, 45), dtype, atol, window)
+
+
+def _check_low_precision(device, shape, dtype, atol, window):
+    x32 = torch.randn(shape, device=device, requires_grad=True)
+    logit32 = torch.randn(shape, device=device, requires_grad=True)
     x = x32.detach().to(dtype).requires_grad_()
     logit = logit32.detach().to(dtype).requires_grad_()
     cases = [
