@@ -98,7 +98,9 @@ def _hidden(src_ptr, s_sc, s_sa, s_sl, ci, cmask, a, j, pmask, n, dw_ptr, db_ptr
     mask = cmask[:, None] & pmask[None, :]
     for t in tl.static_range(K):
         i = _tap(j, t, n, K // 2, REFLECT)
-        v = tl.load(src_ptr + ci[:, None] * s_sc + (a * s_sa + i * s_sl)[None, :], mask=mask)
+        v = tl.load(
+            src_ptr + ci[:, None] * s_sc + (a * s_sa + i * s_sl)[None, :], mask=mask, other=0.0
+        )
         w = tl.load(dw_ptr + ci * K + t, mask=cmask, other=0.0).to(tl.float32)
         h += w[:, None] * v.to(tl.float32)
     return h
