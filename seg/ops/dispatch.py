@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 
 from torch import Tensor
@@ -27,14 +26,18 @@ def backend() -> str:
     return name
 
 
-@functools.cache
+_KERNELS: list = []  # [module or None] once looked up (a plain cache: torch.compile traces it)
+
+
 def triton_kernels():
     """The ``seg.ops.triton`` kernel module, or None when Triton (or its kernels) can't load."""
-    try:
-        from . import triton as kernels
-    except ImportError:
-        return None
-    return kernels if getattr(kernels, "AVAILABLE", False) else None
+    if not _KERNELS:
+        try:
+            from . import triton as kernels
+        except ImportError:
+            kernels = None
+        _KERNELS.append(kernels if getattr(kernels, "AVAILABLE", False) else None)
+    return _KERNELS[0]
 
 
 def interpreter_enabled() -> bool:
@@ -78,9 +81,24 @@ def lip2d(x: Tensor, logit: Tensor, kernel_size, stride, padding) -> Tensor:
     return lip2d_reference(x, logit, kernel_size, stride, padding)
 
 
+def _stock_predictors(down) -> bool:
+    """Whether ``down`` still has the predictors its ``predictor`` name promises.
+
+    The kernels implement the stock learned/haar/legall53 predictors; a user who
+    swapped in a module of their own gets the reference, which calls it.
+    """
+    from .lifting import FIXED_PREDICTORS, LearnedPredictor
+
+    (pw, ph), (uw, uh) = down.predictors
+    if down.predictor == "learned":
+        return all(type(p) is LearnedPredictor for p in (pw, ph, uw, uh))
+    stock = FIXED_PREDICTORS.get(down.predictor)
+    return stock is not None and (pw, uw) == stock and (ph, uh) == stock
+
+
 def lift_down2d(down, x: Tensor, with_reg: bool):
     """LiftDownPool2d.decompose: (LiftBands, LiftRegularization or None)."""
-    if use_triton(x):
+    if use_triton(x) and _stock_predictors(down):
         return triton_kernels().lift_down2d(down, x, with_reg)
     from .lifting import _lift_down2d
 
@@ -90,7 +108,7 @@ def lift_down2d(down, x: Tensor, with_reg: bool):
 
 def lift_up2d(down, bands) -> Tensor:
     """LiftUpPool2d.forward with ``bands.ll`` already replaced by the decoder feature."""
-    if use_triton(bands.ll):
+    if use_triton(bands.ll) and _stock_predictors(down):
         return triton_kernels().lift_up2d(down, bands)
     from .lifting import lift_up2d as reference
 
