@@ -183,6 +183,34 @@ def measure(case: Case, mode: str, device: str, repeats: int) -> dict:
 
 # --------------------------------------------------------------------------- report
 
+# The baseline each operator is held against (the issue's targets), same input and mode.
+BASELINE_OF = {
+    "lift_down2d": ("max_pool2d_with_indices", 2.0),
+    "lift_up2d": ("max_unpool2d", 2.0),
+    "soft_pool2d": ("avg_pool2d", 1.5),
+    "lip2d": ("avg_pool2d", 1.5),
+}
+
+
+def add_ratios(results: list[dict]) -> None:
+    """Per row: ``x_baseline`` = time / its baseline's time and ``speedup_vs_reference`` =
+    reference time / time, both from rows of the same shape, dtype and mode in this run."""
+    index = {(r["op"], r["impl"], tuple(r["shape"]), r["dtype"], r["mode"]): r for r in results}
+    for r in results:
+        key = (tuple(r["shape"]), r["dtype"], r["mode"])
+        baseline = BASELINE_OF.get(r["op"])
+        base_row = index.get((baseline[0], "baseline", *key)) if baseline else None
+        r["baseline"] = baseline[0] if baseline else None
+        r["x_baseline"] = r["median_ms"] / base_row["median_ms"] if base_row else None
+        ref_row = index.get((r["op"], "reference", *key))
+        r["speedup_vs_reference"] = (
+            ref_row["median_ms"] / r["median_ms"] if ref_row and r["impl"] != "baseline" else None
+        )
+
+
+def _fmt(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
 
 def markdown(report: dict) -> str:
     lines = [
@@ -190,15 +218,21 @@ def markdown(report: dict) -> str:
         "",
         f"copy bandwidth: {report['copy_GBps']:.1f} GB/s; %copy = achieved / copy bandwidth",
         "",
-        "| op | impl | shape | dtype | mode | median ms | GB/s | %copy | peak MiB |",
-        "|---|---|---|---|---|---:|---:|---:|---:|",
+        "x baseline = time / time of the baseline on the same input (lift_down2d: "
+        "max_pool2d(return_indices=True), lift_up2d: max_unpool2d, soft_pool2d and lip2d: "
+        "avg_pool2d); speedup = reference time / time.",
+        "",
+        "| op | impl | shape | dtype | mode | median ms | GB/s | %copy | peak MiB "
+        "| x baseline | speedup vs reference |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         shape = "x".join(str(s) for s in r["shape"])
         lines.append(
             f"| {r['op']} | {r['impl']} | {shape} | {r['dtype']} | {r['mode']} | "
             f"{r['median_ms']:.3f} | {r['GBps']:.3g} | {100 * r['copy_fraction']:.2g}% | "
-            f"{r['peak_MiB']} |"
+            f"{r['peak_MiB']} | {_fmt(r.get('x_baseline'), '.2f')} | "
+            f"{_fmt(r.get('speedup_vs_reference'), '.2f')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -251,6 +285,7 @@ def main(argv=None) -> dict:
         else:
             os.environ["SEG_OPS_BACKEND"] = saved_backend
 
+    add_ratios(results)
     device_name = torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu"
     report = {
         "device": device,

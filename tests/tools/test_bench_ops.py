@@ -54,3 +54,37 @@ def test_rejects_unknown_dtype(tmp_path):
     bench = _load_tool()
     with pytest.raises(SystemExit):
         bench.main(["--quick", "--device", "cpu", "--dtype", "float8", "--out", str(tmp_path)])
+
+
+def test_ratios_come_from_rows_of_the_same_run():
+    bench = _load_tool()
+    rows = [
+        {
+            "op": "lift_down2d",
+            "impl": "reference",
+            "shape": [1],
+            "dtype": "f",
+            "mode": "fwd",
+            "median_ms": 6.0,
+        },
+        {
+            "op": "lift_down2d",
+            "impl": "triton",
+            "shape": [1],
+            "dtype": "f",
+            "mode": "fwd",
+            "median_ms": 2.0,
+        },
+        {
+            "op": "max_pool2d_with_indices",
+            "impl": "baseline",
+            "shape": [1],
+            "dtype": "f",
+            "mode": "fwd",
+            "median_ms": 1.0,
+        },
+    ]
+    bench.add_ratios(rows)
+    assert rows[1]["x_baseline"] == 2.0 and rows[1]["speedup_vs_reference"] == 3.0
+    assert rows[0]["speedup_vs_reference"] == 1.0
+    assert rows[2]["x_baseline"] is None and rows[2]["speedup_vs_reference"] is None
