@@ -189,6 +189,7 @@ class DeepLabV3Plus(LiftRegularizedMixin, nn.Module):
             raise ValueError(f"atrous_rates needs three dilation rates, got {rates}")
         self.num_classes = num_classes
         self.output_stride = output_stride
+        self.aspp_rates = rates
         self.up = up
         self.pad_mode = check_pad_mode(pad_mode, ("replicate", "zeros"))
 

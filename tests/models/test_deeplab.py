@@ -1,0 +1,123 @@
+"""DeepLabV3+: the bilinear variant is smp's DeepLabV3+, the lift variant decodes with the
+encoder's detail bands; any input size, output strides 8 and 16 (resnet18 for speed)."""
+
+from __future__ import annotations
+
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+from model_helpers import parameter_count, randomize_batch_norm_stats, randomize_lift_predictors
+
+from seg.models import DeepLabV3Plus
+
+NUM_CLASSES = 4
+ENCODER = "resnet18"
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_bilinear_is_smp_deeplabv3plus(output_stride):
+    ours = DeepLabV3Plus(NUM_CLASSES, encoder=ENCODER, output_stride=output_stride)
+    theirs = smp.DeepLabV3Plus(
+        encoder_name=ENCODER,
+        encoder_weights=None,
+        classes=NUM_CLASSES,
+        encoder_output_stride=output_stride,
+        decoder_atrous_rates=ours.aspp_rates,
+    )
+    assert parameter_count(ours) == parameter_count(theirs)
+
+    # Same modules in the same order: smp's weights map one to one onto ours and give
+    # the same logits.
+    randomize_batch_norm_stats(theirs)
+    ours_state, theirs_state = ours.state_dict(), theirs.state_dict()
+    assert [v.shape for v in ours_state.values()] == [v.shape for v in theirs_state.values()]
+    ours.load_state_dict(dict(zip(ours_state, theirs_state.values())))
+    ours.eval(), theirs.eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+@pytest.mark.parametrize("up", ["lift", "bilinear"])
+def test_forward_backward_odd_size(up, output_stride):
+    model = DeepLabV3Plus(
+        NUM_CLASSES, encoder=ENCODER, output_stride=output_stride, up=up, decoder_channels=32
+    )
+    x = torch.randn(2, 3, 67, 93)
+    logits = model(x)
+    assert logits.shape == (2, NUM_CLASSES, 67, 93)
+    (logits.square().mean() + model.regularization_loss()).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"no gradient for {missing}"
+    zero = [
+        name
+        for name, p in model.named_parameters()
+        if p.grad.abs().sum() == 0 and not name.startswith("lift_pairs.")
+    ]
+    assert not zero, f"zero gradient for {zero}"
+    if up == "lift":
+        assert len(model.lift_pairs) == (2 if output_stride == 16 else 1)
+        assert torch.is_tensor(model.regularization_loss())
+    else:
+        assert model.regularization_loss() == 0.0
+
+
+def test_lift_adds_only_its_branches():
+    bilinear = DeepLabV3Plus(NUM_CLASSES, encoder=ENCODER)
+    lift = DeepLabV3Plus(NUM_CLASSES, encoder=ENCODER, up="lift")
+    extra = sum(parameter_count(m) for m in (lift.lift_projections, lift.lift_pairs))
+    assert parameter_count(lift) == parameter_count(bilinear) + extra
+
+
+def test_lift_decoder_uses_the_encoder_details():
+    model = DeepLabV3Plus(NUM_CLASSES, encoder=ENCODER, up="lift", decoder_channels=16).eval()
+    randomize_lift_predictors(model)
+    randomize_batch_norm_stats(model)
+    x = torch.randn(1, 3, 48, 64)
+
+    def perturb(module, inputs, output):
+        y, bands = output
+        return y, bands._replace(hl=bands.hl * 2.0 + 0.5)
+
+    def run(hook=None):
+        handle = model.lift_pairs[0].pool.register_forward_hook(hook) if hook else None
+        try:
+            with torch.no_grad():
+                return model(x)
+        finally:
+            if handle:
+                handle.remove()
+
+    assert not torch.allclose(run(perturb), run())
+
+
+def test_invalid_arguments_name_the_fix():
+    with pytest.raises(ValueError, match="8 or 16"):
+        DeepLabV3Plus(3, encoder=ENCODER, output_stride=32)
+    with pytest.raises(ValueError, match="bilinear"):
+        DeepLabV3Plus(3, encoder=ENCODER, up="nearest")
+    with pytest.raises(ValueError, match="only apply to up='lift'"):
+        DeepLabV3Plus(3, encoder=ENCODER, predictor="haar")
+
+
+def test_encoder_weights_from_torchvision_file(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(3)
+    state_dict = torchvision.models.resnet18().state_dict()  # random init: no download
+    path = tmp_path / "resnet18.pth"
+    torch.save(state_dict, path)
+    model = DeepLabV3Plus(NUM_CLASSES, encoder=ENCODER, encoder_weights=str(path))
+    torch.testing.assert_close(model.encoder.conv1.weight, state_dict["conv1.weight"])
+    torch.testing.assert_close(
+        model.encoder.layer4[1].bn2.running_var, state_dict["layer4.1.bn2.running_var"]
+    )
+
+
+def test_hub_weights_offline_fail_clearly(monkeypatch):
+    def no_internet(*args, **kwargs):
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(smp.encoders, "get_encoder", no_internet)
+    with pytest.raises(RuntimeError, match="encoder_weights=<path>"):
+        DeepLabV3Plus(NUM_CLASSES, encoder=ENCODER, encoder_weights="imagenet")
