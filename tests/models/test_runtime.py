@@ -136,3 +136,19 @@ def test_autocast_training_step():
         loss = torch.nn.functional.cross_entropy(logits, torch.randint(0, 5, (2, 40, 40)))
     (loss + model.regularization_loss()).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.slow
+def test_docs_param_table_is_current():
+    """docs/model_params.md is what tools/param_table.py prints today."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("param_table", root / "tools/param_table.py")
+    param_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(param_table)
+    doc = (root / "docs/model_params.md").read_text()
+    assert param_table.table() in doc, (
+        "regenerate: python tools/param_table.py --out docs/model_params.md"
+    )
