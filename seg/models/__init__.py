@@ -2,6 +2,18 @@
 
 ``build_model({"name": "segnet", "num_classes": 21, "width": 0.25, "down": "lift", ...})``
 builds a model from a config dictionary (what the tools read from YAML).
+
+Every model maps [N, C, H, W] images of any size to [N, num_classes, H, W] logits,
+has ``regularization_loss()`` (the LiftPool regularisers of its last training
+forward, 0.0 otherwise) for the trainer, and works with ``channels_last``, CPU/GPU
+autocast, ``torch.export`` and ``torch.compile``.
+
+``torch.compile``: use ``dynamic=False`` (one graph per input size) when the model
+sees more than one size. With dynamic shapes, PyTorch 2.14's inductor fails on
+CPU (``TypeError: cannot determine truth value of Relational`` in
+``get_stride_order``) on any conv that reads the output of ``max_unpool2d`` or of
+LiftUpPool's interleave while autograd is on; and torch.compile's default
+switches to dynamic shapes after the second size it sees.
 """
 
 from __future__ import annotations
