@@ -8,6 +8,7 @@ import torch
 from model_helpers import randomize_batch_norm_stats, randomize_lift_predictors
 
 from seg.models import DeepLabV3Plus, SegNet, build_model
+from seg.ops import valid_pairs
 
 
 def small_segnet(**kwargs) -> SegNet:
@@ -93,6 +94,16 @@ def test_torch_compile():
 def test_torch_export(make):
     model = _perturbed(make())
     x = torch.randn(1, 3, 64, 80)
+    exported = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("down", "up"), valid_pairs())
+def test_torch_export_every_pair(down, up):
+    model = small_segnet(down=down, up=up).eval()
+    x = torch.randn(1, 3, 45, 70)
     exported = torch.export.export(model, (x,))
     with torch.no_grad():
         torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-4, atol=1e-5)
