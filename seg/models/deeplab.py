@@ -4,7 +4,10 @@
 count, same outputs given the same weights): ASPP on the deepest features, one
 separable 3x3 conv, bilinear upsampling to stride 4, concatenation with the
 stride-4 features reduced to 48 channels, one separable 3x3 conv, a 1x1
-classifier and bilinear upsampling x4 to the input size.
+classifier and bilinear upsampling x4 to the input size. Two choices differ
+from smp's defaults without changing the structure: the ASPP rates are the
+paper's (6, 12, 18) at output stride 16 and (12, 24, 36) at 8, where smp uses
+(12, 24, 36) for both; and inputs of any size are padded instead of rejected.
 
 ``up="lift"`` replaces the decoder's bilinear upsampling by LiftUpPool steps.
 Side branches on the encoder's stride-4 and stride-8 features project them to
