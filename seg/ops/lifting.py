@@ -276,6 +276,17 @@ def lift_down2d(x: Tensor, predict, update) -> LiftBands:
     return _lift_down2d(x, predict, update, with_reg=False)[0]
 
 
+def check_bands(bands: LiftBands) -> None:
+    """The LL stand-in must have the shape of the detail bands it is inverted with."""
+    for name in ("lh", "hl", "hh"):
+        band = getattr(bands, name)
+        if band.shape != bands.ll.shape:
+            raise ValueError(
+                f"LiftUpPool: feature of shape {tuple(bands.ll.shape)} does not match the stored "
+                f"{name} band {tuple(band.shape)}: upsample the feature its own LiftDownPool made"
+            )
+
+
 def lift_up2d(bands: LiftBands, predict, update) -> Tensor:
     """Exact inverse of :func:`lift_down2d`: returns [N, C, H, W] with (H, W) = bands.size.
 
@@ -284,13 +295,8 @@ def lift_up2d(bands: LiftBands, predict, update) -> Tensor:
     """
     predict_w, predict_h = _pair(predict)
     update_w, update_h = _pair(update)
+    check_bands(bands)
     ll, lh, hl, hh, (height, width) = bands
-    for name, band in zip(("lh", "hl", "hh"), (lh, hl, hh)):
-        if band.shape != ll.shape:
-            raise ValueError(
-                f"LiftUpPool: feature of shape {tuple(ll.shape)} does not match the stored "
-                f"{name} band {tuple(band.shape)}: upsample the feature its own LiftDownPool made"
-            )
     dtype = ll.dtype
     with _autocast_off(ll):
         cd = _compute_dtype(ll)

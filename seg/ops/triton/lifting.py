@@ -46,7 +46,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ..lifting import LiftBands, LiftRegularization
+from ..lifting import LiftBands, LiftRegularization, check_bands
 
 MODES = {"learned": 0, "haar": (1, 2), "legall53": (3, 4)}
 LEARNED, HAAR_P, HAAR_U, LEGALL_P, LEGALL_U = 0, 1, 2, 3, 4
@@ -691,13 +691,8 @@ def lift_down2d(down, x: Tensor, with_reg: bool):
 
 def lift_up2d(down, bands: LiftBands) -> Tensor:
     """LiftUpPool2d.forward on the kernels: bands (ll = the decoder feature) -> [N, C, H, W]."""
+    check_bands(bands)
     ll, lh, hl, hh, (height, width) = bands
-    for name, band in zip(("lh", "hl", "hh"), (lh, hl, hh)):
-        if band.shape != ll.shape:
-            raise ValueError(
-                f"LiftUpPool: feature of shape {tuple(ll.shape)} does not match the stored "
-                f"{name} band {tuple(band.shape)}: upsample the feature its own LiftDownPool made"
-            )
     if not _supported(down, ll):
         from ..lifting import lift_up2d as reference
 
