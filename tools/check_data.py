@@ -4,6 +4,8 @@
     python tools/check_data.py --dataset cityscapes data/cityscapes
     python tools/check_data.py --dataset folder data/mine --images images --masks masks \
         --num-classes 5
+    python tools/check_data.py --dataset folder data/mine --images images --masks colour_masks \
+        --palette 0,0,0 128,0,0 0,128,0 --ignore-color 255,255,255
 
 Prints images per split and each missing mask, size mismatch, unexpected label value or
 unreadable file. Exit code 0 when clean, 1 on any problem.
@@ -14,6 +16,17 @@ from __future__ import annotations
 import argparse
 
 from seg.data.check import CHECKABLE, check_dataset
+
+
+def _rgb(text: str) -> tuple[int, int, int]:
+    try:
+        red, green, blue = (int(v) for v in text.split(","))
+    except ValueError:
+        message = f"expected a colour as R,G,B (e.g. 128,0,0), got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    if not all(0 <= v <= 255 for v in (red, green, blue)):
+        raise argparse.ArgumentTypeError(f"colour values must be 0..255, got {text!r}")
+    return red, green, blue
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,13 +40,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", help="folder data set: image folder")
     parser.add_argument("--masks", help="folder data set: mask folder (index PNGs)")
     parser.add_argument("--num-classes", type=int, help="folder data set: labels must be < N")
+    parser.add_argument(
+        "--palette",
+        nargs="+",
+        type=_rgb,
+        metavar="R,G,B",
+        help="folder data set with colour masks: one colour per class, in class order",
+    )
+    parser.add_argument(
+        "--ignore-color", type=_rgb, metavar="R,G,B", help="colour that means 'ignore' (255)"
+    )
     parser.add_argument("--jobs", type=int, default=4, help="files read in parallel")
     parser.add_argument("--max-problems", type=int, default=50, help="problems printed")
     args = parser.parse_args(argv)
     if args.dataset == "folder" and (args.images is None or args.masks is None):
         parser.error("--dataset folder needs --images and --masks")
     report = check_dataset(
-        args.dataset, args.root, args.images, args.masks, args.num_classes, args.jobs
+        args.dataset,
+        args.root,
+        args.images,
+        args.masks,
+        args.num_classes,
+        args.jobs,
+        palette=args.palette,
+        ignore_color=args.ignore_color,
     )
     print(report.format(args.max_problems))
     return 0 if report.ok else 1

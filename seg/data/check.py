@@ -6,7 +6,7 @@ listing each problem with its file name; ``tools/check_data.py`` is its command 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +15,7 @@ import numpy as np
 
 from seg.data.base import IGNORE_INDEX, Sample, read_image, read_index_mask, read_label_png
 from seg.data.cityscapes import _KNOWN_IDS, CITYSCAPES_SPLITS, cityscapes_samples
-from seg.data.folder import folder_samples
+from seg.data.folder import colors_to_labels, folder_samples
 from seg.data.voc import find_voc_dir, voc_samples
 
 CHECKABLE = ("voc", "cityscapes", "folder")
@@ -60,11 +60,15 @@ def check_dataset(
     masks: str | Path | None = None,
     num_classes: int | None = None,
     jobs: int = 4,
+    palette: Sequence[Sequence[int]] | None = None,
+    ignore_color: Sequence[int] | None = None,
 ) -> CheckReport:
     """Check the ``dataset`` ("voc", "cityscapes" or "folder") stored under ``root``.
 
     For "folder", ``images`` and ``masks`` are folders (relative to ``root`` unless
     absolute) and ``num_classes``, when given, bounds the labels (255 always allowed).
+    With ``palette`` (one RGB colour per class) colour masks are mapped through it,
+    as ``FolderDataset`` does, and colours outside it (but ``ignore_color``) are problems.
     """
     if dataset not in CHECKABLE:
         raise ValueError(f"unknown data set {dataset!r}; valid: {', '.join(CHECKABLE)}")
@@ -77,7 +81,15 @@ def check_dataset(
         else:
             if images is None or masks is None:
                 raise ValueError("checking a folder data set needs both images and masks folders")
-            _check_folder(report, Path(root) / images, Path(root) / masks, num_classes, jobs)
+            _check_folder(
+                report,
+                Path(root) / images,
+                Path(root) / masks,
+                num_classes,
+                jobs,
+                None if palette is None else np.asarray(palette, dtype=np.uint8).reshape(-1, 3),
+                ignore_color,
+            )
     except FileNotFoundError as error:
         report.problems.append(" ".join(str(error).splitlines()))
     return report
@@ -132,8 +144,16 @@ def _cityscapes_mask(path: Path) -> tuple[np.ndarray, list[int]]:
 
 
 def _check_folder(
-    report: CheckReport, images: Path, masks: Path, num_classes: int | None, jobs: int
+    report: CheckReport,
+    images: Path,
+    masks: Path,
+    num_classes: int | None,
+    jobs: int,
+    palette: np.ndarray | None = None,
+    ignore_color: Sequence[int] | None = None,
 ) -> None:
+    if palette is not None and num_classes is None:
+        num_classes = len(palette)
     samples, missing = folder_samples(images, masks)
     report.counts["all"] = len(samples)
     for name in missing:
@@ -146,10 +166,12 @@ def _check_folder(
     def read(path: Path) -> tuple[np.ndarray, list[int]]:
         mask = read_label_png(path)
         if mask.ndim == 3:
-            raise ValueError(
-                f"{path} is a colour mask; this check reads index masks (a palette PNG or "
-                "single-channel PNG of class ids)"
-            )
+            if palette is None:
+                raise ValueError(
+                    f"{path} is a colour mask; pass --palette (one r,g,b per class) to map its "
+                    "colours, or use index masks (a palette PNG or single-channel PNG of class ids)"
+                )
+            mask = colors_to_labels(mask, palette, ignore_color, path)
         values = np.unique(mask)
         report.labels_seen.update(int(v) for v in values)
         if num_classes is None:

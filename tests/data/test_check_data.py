@@ -86,6 +86,35 @@ def test_folder_clean_and_planted(tmp_path):
     assert report.labels_seen == {2, 7}
 
 
+def test_folder_colour_masks_with_a_palette(tmp_path, capsys):
+    palette = [(0, 0, 0), (128, 0, 0), (0, 128, 0)]
+    (tmp_path / "img").mkdir()
+    (tmp_path / "rgb").mkdir()
+    for stem in ("a", "b"):
+        Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / "img" / f"{stem}.png")
+        colours = np.zeros((6, 6, 3), np.uint8)
+        colours[:3] = palette[1]
+        colours[5, 5] = (255, 255, 255)  # the ignore colour
+        Image.fromarray(colours).save(tmp_path / "rgb" / f"{stem}.png")
+    args = ["--dataset", "folder", str(tmp_path), "--images", "img", "--masks", "rgb"]
+    colour_args = ["--palette", "0,0,0", "128,0,0", "0,128,0", "--ignore-color", "255,255,255"]
+    # without a palette a colour mask is a problem that names the flag
+    assert check_data.main(args) == 1
+    assert "--palette" in capsys.readouterr().out
+    assert check_data.main([*args, *colour_args]) == 0
+    report = check_dataset(
+        "folder", tmp_path, "img", "rgb", palette=palette, ignore_color=(255,) * 3
+    )
+    assert report.labels_seen == {0, 1, 255}
+    stray = np.zeros((6, 6, 3), np.uint8)
+    stray[2, 2] = (1, 2, 3)  # in no palette entry
+    Image.fromarray(stray).save(tmp_path / "rgb" / "b.png")
+    assert check_data.main([*args, *colour_args]) == 1
+    assert "b.png" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        check_data.main([*args, "--palette", "1,2"])
+
+
 def test_script_runs_from_the_command_line(make_voc):
     # One subprocess only (interpreter start-up dominates); main() covers the exit-0 path.
     root, _ = make_voc()
