@@ -46,21 +46,14 @@ def _decode(offs, C, Ho, Wo, CHANNELS_LAST: tl.constexpr):
 
 
 @triton.jit
-def _window_fwd_kernel(
-    v_ptr, v_sn, v_sc, v_sh, v_sw,
-    l_ptr, l_sn, l_sc, l_sh, l_sw,
-    y_ptr, y_sn, y_sc, y_sh, y_sw,
-    total, C, H, W, Ho, Wo,
+def _window_softmax(
+    v_base, v_sh, v_sw, l_base, l_sh, l_sw, mask, ho, wo, H, W,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-    PH: tl.constexpr, PW: tl.constexpr,
-    SAME: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, SAME: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    n, c, ho, wo = _decode(offs, C, Ho, Wo, CHANNELS_LAST)
-    v_base = v_ptr + n * v_sn + c * v_sc
-    l_base = l_ptr + n * l_sn + c * l_sc
-    # pass 1: window maximum of the logits (padding takes no part)
+    """Per output: window maximum m of the logits, normaliser z = sum exp(l - m) and
+    acc = sum exp(l - m) * v over the window's valid positions (padding takes no part)."""
+    # pass 1: window maximum of the logits
     m = tl.full([BLOCK], float("-inf"), tl.float32)
     for kh in tl.static_range(KH):
         for kw in tl.static_range(KW):
@@ -86,6 +79,28 @@ def _window_fwd_kernel(
             e = tl.where(ok, tl.exp(lg - m), 0.0)
             z += e
             acc += e * val
+    return m, z, acc
+
+
+@triton.jit
+def _window_fwd_kernel(
+    v_ptr, v_sn, v_sc, v_sh, v_sw,
+    l_ptr, l_sn, l_sc, l_sh, l_sw,
+    y_ptr, y_sn, y_sc, y_sh, y_sw,
+    total, C, H, W, Ho, Wo,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr,
+    SAME: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < total
+    n, c, ho, wo = _decode(offs, C, Ho, Wo, CHANNELS_LAST)
+    v_base = v_ptr + n * v_sn + c * v_sc
+    l_base = l_ptr + n * l_sn + c * l_sc
+    m, z, acc = _window_softmax(
+        v_base, v_sh, v_sw, l_base, l_sh, l_sw, mask, ho, wo, H, W,
+        KH, KW, SH, SW, PH, PW, SAME, BLOCK,
+    )  # fmt: skip
     y = acc / tl.where(mask, z, 1.0)
     tl.store(
         y_ptr + n * y_sn + c * y_sc + ho * y_sh + wo * y_sw,
@@ -115,30 +130,10 @@ def _window_bwd_kernel(
     g = tl.load(g_ptr + n * g_sn + c * g_sc + ho * g_sh + wo * g_sw, mask=mask, other=0.0)
     g = g.to(tl.float32)
     # recompute the forward: window maximum, normaliser, output
-    m = tl.full([BLOCK], float("-inf"), tl.float32)
-    for kh in tl.static_range(KH):
-        for kw in tl.static_range(KW):
-            ih = ho * SH - PH + kh
-            iw = wo * SW - PW + kw
-            ok = mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            lg = tl.load(l_base + ih * l_sh + iw * l_sw, mask=ok, other=float("-inf"))
-            m = tl.maximum(m, lg.to(tl.float32))
-    m = tl.where(mask, m, 0.0)
-    z = tl.zeros([BLOCK], tl.float32)
-    acc = tl.zeros([BLOCK], tl.float32)
-    for kh in tl.static_range(KH):
-        for kw in tl.static_range(KW):
-            ih = ho * SH - PH + kh
-            iw = wo * SW - PW + kw
-            ok = mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            lg = tl.load(l_base + ih * l_sh + iw * l_sw, mask=ok, other=0.0).to(tl.float32)
-            if SAME:
-                val = lg
-            else:
-                val = tl.load(v_base + ih * v_sh + iw * v_sw, mask=ok, other=0.0).to(tl.float32)
-            e = tl.where(ok, tl.exp(lg - m), 0.0)
-            z += e
-            acc += e * val
+    m, z, acc = _window_softmax(
+        v_base, v_sh, v_sw, l_base, l_sh, l_sw, mask, ho, wo, H, W,
+        KH, KW, SH, SW, PH, PW, SAME, BLOCK,
+    )  # fmt: skip
     inv_z = 1.0 / tl.where(mask, z, 1.0)
     y = acc * inv_z
     # gradients of every window position
