@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 from torch import Tensor
 
 BACKENDS = ("auto", "reference", "triton")
@@ -44,8 +45,12 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+# The kernels compute in fp32 for these; float64 (gradcheck, tests) stays on the reference.
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
 def use_triton(*tensors: Tensor) -> bool:
-    """Whether this call goes to the Triton kernels."""
+    """Whether this call goes to the Triton kernels (float64 inputs never do)."""
     name = backend()
     if name == "reference":
         return False
@@ -61,8 +66,8 @@ def use_triton(*tensors: Tensor) -> bool:
                 "SEG_OPS_BACKEND=triton needs CUDA tensors; for CPU tensors set "
                 "TRITON_INTERPRET=1 before triton is imported"
             )
-        return True
-    return kernels is not None and all(t.is_cuda for t in tensors)
+        return all(t.dtype in KERNEL_DTYPES for t in tensors)
+    return kernels is not None and all(t.is_cuda and t.dtype in KERNEL_DTYPES for t in tensors)
 
 
 def soft_pool2d(x: Tensor, kernel_size, stride, padding) -> Tensor:

@@ -47,3 +47,13 @@ def test_custom_predictor_modules_run_on_the_reference(monkeypatch, backend):
     torch.testing.assert_close(bands.ll, x_e[..., 0::2, :])
     torch.testing.assert_close(bands.hl, (x_o - 0.25 * x_e)[..., 0::2, :])
     torch.testing.assert_close(ops.LiftUpPool2d(down)(bands.ll, bands), x)
+
+
+def test_float64_has_no_kernel_and_stays_on_the_reference(monkeypatch):
+    if dispatch.triton_kernels() is None:
+        pytest.skip("triton unavailable")
+    monkeypatch.setenv("SEG_OPS_BACKEND", "triton")
+    assert dispatch.use_triton(torch.randn(2, dtype=torch.float32))
+    assert not dispatch.use_triton(torch.randn(2, dtype=torch.float64))
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(ops.soft_pool2d(x, 3, 2, 1), ops.soft_pool2d_reference(x, 3, 2, 1))

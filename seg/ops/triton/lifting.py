@@ -669,19 +669,12 @@ def _regularization(x: Tensor, lo: Tensor, hi: Tensor, sd: Tensor) -> LiftRegula
     return LiftRegularization(c_u, c_p)
 
 
-def _supported(down, t: Tensor) -> bool:
-    return t.dtype != torch.float64 and down.predictor in MODES
-
-
 def lift_down2d(down, x: Tensor, with_reg: bool):
     """LiftDownPool2d.decompose on the kernels: x [N, C, H, W] (fp16/bf16/fp32) ->
-    (LiftBands in x's dtype, LiftRegularization or None). float64 runs on the reference."""
+    (LiftBands in x's dtype, LiftRegularization or None). ``seg.ops.dispatch`` sends float64
+    and custom predictors to the reference."""
     if x.dim() != 4:
         raise ValueError(f"lift_down2d expects a 4d tensor [N, C, H, W], got {tuple(x.shape)}")
-    if not _supported(down, x):
-        from ..lifting import _lift_down2d
-
-        return _lift_down2d(x, *down.predictors, with_reg)
     lo, hi, sd = lift_down2d_op(x, _params(down), down.predictor, down.kernel_size)
     batch = x.shape[0]
     ll, lh, hl, hh = (t.to(x.dtype) for t in (lo[:batch], hi[:batch], lo[batch:], hi[batch:]))
@@ -693,9 +686,5 @@ def lift_up2d(down, bands: LiftBands) -> Tensor:
     """LiftUpPool2d.forward on the kernels: bands (ll = the decoder feature) -> [N, C, H, W]."""
     check_bands(bands)
     ll, lh, hl, hh, (height, width) = bands
-    if not _supported(down, ll):
-        from ..lifting import lift_up2d as reference
-
-        return reference(bands, *down.predictors)
     x = lift_up2d_op(ll, lh, hl, hh, _params(down), down.predictor, down.kernel_size, height, width)
     return x.to(ll.dtype)

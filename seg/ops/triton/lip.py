@@ -64,13 +64,9 @@ lip2d_op.register_autograd(_backward, setup_context=_setup_context)
 def lip2d(x: Tensor, logit: Tensor, kernel_size=3, stride=2, padding=1) -> Tensor:
     """LIP: x, logit [N, C, H, W] (float16/bfloat16/float32) -> [N, C, Ho, Wo], x's dtype.
 
-    float64 runs on the reference.
+    float64 is sent to the reference by ``seg.ops.dispatch``.
     """
     if x.shape != logit.shape:
         raise ValueError(f"lip2d: logit {tuple(logit.shape)} must match x {tuple(x.shape)}")
-    if x.dtype == torch.float64 or logit.dtype == torch.float64:
-        from ..lip import lip2d_reference
-
-        return lip2d_reference(x, logit, kernel_size, stride, padding)
     kernel, stride, padding, _ = window_geometry(x, kernel_size, stride, padding)
     return lip2d_op(x, logit, list(kernel), list(stride), list(padding))

@@ -54,11 +54,7 @@ soft_pool2d_op.register_autograd(_backward, setup_context=_setup_context)
 def soft_pool2d(x: Tensor, kernel_size=2, stride=None, padding=0) -> Tensor:
     """SoftPool over [N, C, H, W] (float16/bfloat16/float32) -> [N, C, Ho, Wo], x's dtype.
 
-    float64 runs on the reference (Triton's fp64 support is not worth a kernel variant).
+    float64 is sent to the reference by ``seg.ops.dispatch``.
     """
-    if x.dtype == torch.float64:
-        from ..softpool import soft_pool2d_reference
-
-        return soft_pool2d_reference(x, kernel_size, stride, padding)
     kernel, stride, padding, _ = window_geometry(x, kernel_size, stride, padding)
     return soft_pool2d_op(x, list(kernel), list(stride), list(padding))
