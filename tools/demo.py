@@ -46,8 +46,9 @@ def round_trip(x: torch.Tensor, down: str, up: str, options: dict, stages: int, 
     for pair in pairs:
         y, skip = pair.down(y)
         if drop_details:
-            skip = skip._replace(lh=torch.zeros_like(skip.lh), hl=torch.zeros_like(skip.hl))
-            skip = skip._replace(hh=torch.zeros_like(skip.hh))
+            skip = skip._replace(
+                **{band: torch.zeros_like(getattr(skip, band)) for band in ("lh", "hl", "hh")}
+            )
         skips.append(skip)
     for pair, skip in zip(reversed(pairs), reversed(skips)):
         y = pair.up(y, skip)
