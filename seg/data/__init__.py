@@ -47,6 +47,7 @@ __all__ = [
     "SyntheticShapes",
     "VOCSegmentation",
     "build_dataset",
+    "dataset_options",
     "build_train_transform",
     "build_val_transform",
     "colorize",
@@ -70,6 +71,11 @@ _SYNTHETIC_SAMPLES = {"train": 1000, "val": 200, "test": 200}
 _SYNTHETIC_SEED_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
 
 
+def dataset_options(name: str) -> list[str]:
+    """The config keys data set ``name`` accepts (``name`` and the transform keys included)."""
+    return sorted(_COMMON_KEYS | _DATASET_KEYS[name])
+
+
 def build_dataset(
     cfg: Mapping[str, Any], split: str, transform: Callable | None = None
 ) -> SegmentationDataset:
@@ -85,12 +91,12 @@ def build_dataset(
     name = cfg.get("name")
     if name not in _DATASET_KEYS:
         raise ValueError(f"unknown data set name {name!r}; valid names: {', '.join(DATASETS)}")
-    allowed = _COMMON_KEYS | _DATASET_KEYS[name]
-    unknown = sorted(set(cfg) - allowed)
+    allowed = dataset_options(name)
+    unknown = sorted(set(cfg) - set(allowed))
     if unknown:
         raise ValueError(
             f"unknown key(s) {unknown} in the '{name}' data config; valid keys: "
-            f"{', '.join(sorted(allowed))}"
+            f"{', '.join(allowed)}"
         )
     if transform is None:
         transform = _build_transform(cfg, name, split)

@@ -160,6 +160,14 @@ class SegmentationDataset(torch.utils.data.Dataset):
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sample(index)
+
+    def sample(self, index: int, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``index``; with ``seed``, the random transform draws from exactly that seed.
+
+        Seeding per sample makes an augmented stream independent of the number of workers
+        and lets a resumed training run see the very crops the interrupted one would have.
+        """
         if not 0 <= index < len(self):
             if -len(self) <= index < 0:
                 index += len(self)
@@ -169,6 +177,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         transform = self.transform if self.transform is not None else default_transform()
         if self.transform is not None:
             self._reseed_in_worker()
+            if seed is not None and hasattr(transform, "set_random_seed"):
+                transform.set_random_seed(seed)
         out = transform(image=image, mask=mask)
         image, mask = out["image"], out["mask"]
         if isinstance(mask, torch.Tensor) and mask.dtype != torch.int64:

@@ -1,0 +1,95 @@
+"""Evaluate a checkpoint: data-set-level mIoU, Boundary IoU and accuracies, per class.
+
+    python tools/eval.py work_dirs/RUN/best.pt
+    python tools/eval.py work_dirs/RUN/best.pt --split test --tta flip --out results/
+    python tools/eval.py CKPT --mode slide --set eval.crop_size=[512,512] data.root=/data/voc
+    torchrun --nproc_per_node 2 tools/eval.py CKPT       # images sharded, each counted once
+
+The checkpoint holds its config; --config replaces it (its model section must describe the
+checkpoint's weights) and --set changes single keys. Writes OUT/metrics.json (fractions,
+null for a class absent from both truth and prediction) and OUT/metrics.md, and prints the
+table. OUT defaults to the checkpoint's folder /eval_<split>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from seg.config import ConfigError, config_from_dict, load_config
+from seg.data import build_dataset, build_val_transform
+from seg.engine import evaluate, format_table, load_checkpoint
+from seg.engine.distributed import cleanup, init_distributed
+from seg.engine.evaluator import json_ready
+from seg.models import build_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Evaluate a segmentation checkpoint.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n")[1],
+    )
+    parser.add_argument("checkpoint", help="a last.pt / best.pt written by tools/train.py")
+    parser.add_argument("--config", help="use this YAML config instead of the checkpoint's")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--split", help="data split (default: eval.split, usually val)")
+    parser.add_argument("--mode", choices=("whole", "slide"), help="default: eval.mode")
+    parser.add_argument("--tta", choices=("none", "flip", "ms"), help="default: eval.tta")
+    parser.add_argument("--out", help="output folder (default: CKPT_DIR/eval_<split>)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    args = parser.parse_args(argv)
+    overrides = list(args.set)
+    for key, value in (("split", args.split), ("mode", args.mode), ("tta", args.tta)):
+        if value is not None:
+            overrides.append(f"eval.{key}={value}")
+    try:
+        state = load_checkpoint(args.checkpoint)
+        if args.config:
+            cfg = load_config(args.config, overrides)
+        else:
+            cfg = config_from_dict(state["config"], overrides)
+        dist_info = init_distributed(args.device)
+        model = build_model(cfg.model)
+        model.load_state_dict(state["model"])
+        model.to(dist_info.device)
+        mean, std = state["meta"]["mean"], state["meta"]["std"]
+        dataset = build_dataset(cfg.data, cfg.eval.split, transform=build_val_transform(mean, std))
+        amp = None
+        if dist_info.device.type == "cuda" and cfg.train.amp != "none":
+            amp = torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
+        result = evaluate(
+            model,
+            dataset,
+            cfg.model["num_classes"],
+            state["meta"]["classes"],
+            cfg.eval,
+            dist_info,
+            ignore_index=dataset.ignore_index,
+            resize=cfg.data.get("resize"),
+            amp_dtype=amp,
+            progress=True,
+        )
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        cleanup()
+    if dist_info.is_main:
+        out = Path(args.out or Path(args.checkpoint).parent / f"eval_{cfg.eval.split}")
+        out.mkdir(parents=True, exist_ok=True)
+        metrics = {"checkpoint": str(args.checkpoint), "split": cfg.eval.split, **result.metrics}
+        (out / "metrics.json").write_text(json.dumps(json_ready(metrics), indent=2))
+        table = format_table(result.metrics)
+        (out / "metrics.md").write_text(table + "\n")
+        print(table)
+        print(f"\nwrote {out / 'metrics.json'} and {out / 'metrics.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

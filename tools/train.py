@@ -1,0 +1,66 @@
+"""Train a segmentation model from a config, on one process or many (torchrun).
+
+    python tools/train.py configs/segnet_vgg16x0.25-lift_synthetic-128x128_2k.yaml
+    python tools/train.py CONFIG --set train.lr=0.02 model.up=bilinear data.root=/data/voc
+    python tools/train.py CONFIG --work-dir work_dirs/try1 --resume         # latest last.pt
+    python tools/train.py CONFIG --resume work_dirs/try1/last.pt            # a given one
+    torchrun --nproc_per_node 4 tools/train.py CONFIG                       # DDP (NCCL/gloo)
+
+Writes to the work dir (default work_dirs/<config name>): config.yaml (the resolved
+config), train.log, tb/ (TensorBoard), last.pt, best.pt, metrics.json and metrics.md.
+Ctrl-C or SIGTERM finishes the step, saves last.pt and exits with 128 + the signal number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from seg.config import ConfigError, load_config
+from seg.engine import TrainingDiverged, train
+from seg.engine.distributed import cleanup
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Train a segmentation model from a YAML config.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n")[1],
+    )
+    parser.add_argument("config", help="YAML config (see configs/)")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys, nested with dots; values are YAML (train.lr=0.02)",
+    )
+    parser.add_argument("--work-dir", help="output folder (default: output.work_dir)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CKPT",
+        help="continue from CKPT, or without a value from WORK_DIR/last.pt",
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    args = parser.parse_args(argv)
+    overrides = list(args.set)
+    if args.work_dir:
+        overrides.append(f"output.work_dir={args.work_dir}")
+    try:
+        cfg = load_config(args.config, overrides)
+        result = train(cfg, resume=args.resume, device=args.device)
+    except (ConfigError, TrainingDiverged, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        cleanup()
+    if "interrupted" in result:
+        return 128 + max(result["interrupted"], 0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
