@@ -233,7 +233,9 @@ def _check_model(model: dict[str, Any]) -> dict[str, Any]:
     if name is None or str(name).lower() not in MODELS:
         close = difflib.get_close_matches(str(name), list(MODELS), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"model.name {name!r} is not a model{hint}; choose one of {sorted(MODELS)}")
+        raise ConfigError(
+            f"model.name {name!r} is not a model{hint}; choose one of {sorted(MODELS)}"
+        )
     valid = ["name", *model_options(str(name).lower())]
     for key in model:
         if key not in valid:

@@ -150,8 +150,10 @@ def format_table(metrics: dict[str, object]) -> str:
     """Markdown: a summary line table, then IoU / Acc / Boundary IoU per class (in %)."""
 
     def pct(value) -> str:
-        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else (
-            f"{100 * value:.2f}"
+        return (
+            "-"
+            if value is None or (isinstance(value, float) and math.isnan(value))
+            else (f"{100 * value:.2f}")
         )
 
     lines = [
@@ -168,4 +170,3 @@ def format_table(metrics: dict[str, object]) -> str:
     ):
         lines.append(f"| {name} | {pct(iou)} | {pct(acc)} | {pct(biou)} |")
     return "\n".join(lines)
-

@@ -32,7 +32,9 @@ class ConfusionMatrix:
         Target pixels equal to ``ignore_index`` are skipped; other targets must be class ids.
         """
         if pred.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}")
+            raise ValueError(
+                f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}"
+            )
         target = target.to(self.mat.device).reshape(-1).long()
         pred = pred.to(self.mat.device).reshape(-1).long()
         keep = target != self.ignore_index
@@ -111,7 +113,9 @@ class BoundaryIoU:
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """``pred``, ``target``: ``[H, W]`` or ``[N, H, W]`` label maps (one image size)."""
         if pred.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}")
+            raise ValueError(
+                f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}"
+            )
         pred = pred.to(self.counts.device)
         target = target.to(self.counts.device)
         if target.dim() == 2:

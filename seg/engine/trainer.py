@@ -30,7 +30,7 @@ from seg.config import Config, ConfigError, TrainConfig, config_from_dict
 from seg.data import build_dataset, build_val_transform
 from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from seg.engine import checkpoint as ckpt
-from seg.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from seg.engine.distributed import all_reduce_sum, barrier, init_distributed
 from seg.engine.evaluator import evaluate, format_table, json_ready
 from seg.engine.visualize import panel
 from seg.models import build_model
@@ -168,7 +168,9 @@ class _Stop:
 
     def __call__(self, signum, frame) -> None:
         if self.signum is None:
-            log.warning("received %s: finishing this step, then saving", signal.Signals(signum).name)
+            log.warning(
+                "received %s: finishing this step, then saving", signal.Signals(signum).name
+            )
         self.signum = signum
 
 
@@ -301,7 +303,11 @@ def train(
         log.info("resumed from %s at iteration %d", resume_path, start_iter)
 
     sampler = TrainSampler(
-        len(train_set), dist_info.rank, dist_info.world_size, tcfg.seed, start_iter * tcfg.batch_size
+        len(train_set),
+        dist_info.rank,
+        dist_info.world_size,
+        tcfg.seed,
+        start_iter * tcfg.batch_size,
     )
     loader = DataLoader(
         SeededSamples(train_set),
@@ -402,7 +408,9 @@ def train(
             images, masks = next(batches)
             images = images.to(dist_info.device, non_blocking=True)
             masks = masks.to(dist_info.device, non_blocking=True)
-            with torch.autocast(dist_info.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with torch.autocast(
+                dist_info.device.type, dtype=amp_dtype, enabled=amp_dtype is not None
+            ):
                 logits = net(images)
             terms = {name: w * fn(logits.float(), masks) for name, (w, fn) in losses.items()}
             reg_u = lift_regularization(model, lambda_u=tcfg.lambda_u, lambda_p=0.0)
