@@ -127,6 +127,7 @@ def evaluate(
         "Acc": metrics["Acc"],
         "BIoU": metrics["BIoU"],
         "num_images": int(all_reduce_sum(torch.tensor([len(subset)], device=device)).item()),
+        "confusion_matrix": confusion.mat.cpu().tolist(),
     }
     return EvalResult(metrics=metrics, samples=samples)
 

@@ -1,0 +1,158 @@
+"""The training loop: exact resume, the NaN guard, the data stream, the LR schedule, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from seg.config import ConfigError
+from seg.engine import TrainingDiverged, load_checkpoint, train
+from seg.engine import trainer as trainer_module
+from seg.engine.trainer import TrainSampler, poly_lr_factor
+
+
+def _take(iterator, count):
+    return [next(iterator) for _ in range(count)]
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, make_config):
+    straight = make_config(tmp_path / "straight")
+    train(straight)
+    # Interrupted after step 2 (between checkpoints), then resumed with data workers on:
+    # the stream and every augmentation depend on the position only, not on the workers.
+    split = make_config(tmp_path / "split")
+    result = train(split, stop_after=2)
+    assert result["iteration"] == 2
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["iteration"] == 2
+    resumed = make_config(tmp_path / "split", ["train.workers=2"])
+    train(resumed, resume=True)
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert a["iteration"] == b["iteration"] == 6
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+    momentum_a = a["optimizer"]["state"]
+    momentum_b = b["optimizer"]["state"]
+    for key in momentum_a:
+        assert torch.equal(momentum_a[key]["momentum_buffer"], momentum_b[key]["momentum_buffer"])
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 6
+    metrics_a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    metrics_b = json.loads((tmp_path / "split" / "metrics.json").read_text())
+    assert metrics_a["confusion_matrix"] == metrics_b["confusion_matrix"]
+
+
+def test_checkpoint_holds_everything_to_continue_and_to_infer(tmp_path, make_config):
+    train(make_config(tmp_path))
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert set(state) >= {
+        "model", "optimizer", "scheduler", "scaler", "iteration", "best_miou", "rng", "config",
+        "meta",
+    }  # fmt: skip
+    assert state["config"]["model"]["width"] == 0.0625
+    assert state["meta"]["classes"][:2] == ["background", "disc"]
+    assert len(state["meta"]["palette"]) == 4
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert best["best_miou"] == pytest.approx(max(best["best_miou"], state["best_miou"]))
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "train.log").is_file()
+
+
+def test_resume_at_the_end_changes_nothing(tmp_path, make_config):
+    cfg = make_config(tmp_path)
+    train(cfg)
+    before = load_checkpoint(tmp_path / "last.pt")
+    metrics = train(cfg, resume=tmp_path / "last.pt")
+    after = load_checkpoint(tmp_path / "last.pt")
+    assert after["iteration"] == 6 and metrics["mIoU"] >= 0
+    for key, tensor in before["model"].items():
+        assert torch.equal(tensor, after["model"][key])
+
+
+def test_resume_with_another_model_is_refused(tmp_path, make_config):
+    train(make_config(tmp_path, ["train.iters=1"]))
+    with pytest.raises(ConfigError, match="resume with the same model config"):
+        train(make_config(tmp_path, ["train.iters=2", "model.up=bilinear"]), resume=True)
+
+
+def test_nan_loss_stops_with_the_iteration_and_term(tmp_path, make_config, monkeypatch):
+    real_build = trainer_module.build_losses
+
+    def build_with_nan(cfg, num_classes, ignore_index):
+        weight, ce = real_build(cfg, num_classes, ignore_index)["ce"]
+        calls = {"n": 0}
+
+        def poisoned(logits, target):
+            calls["n"] += 1
+            loss = ce(logits, target)
+            return loss * math.nan if calls["n"] == 5 else loss
+
+        return {"ce": (weight, poisoned)}
+
+    monkeypatch.setattr(trainer_module, "build_losses", build_with_nan)
+    with pytest.raises(TrainingDiverged, match=r"loss term ce is NaN/inf at iteration 5"):
+        train(make_config(tmp_path))
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["iteration"] == 3  # the last good checkpoint stays
+    assert all(torch.isfinite(t).all() for t in last["model"].values() if t.is_floating_point())
+
+
+def test_sampler_shards_epochs_and_resumes_by_position():
+    size, world = 10, 3
+    streams = [iter(TrainSampler(size, rank, world, seed=4)) for rank in range(world)]
+    epoch = [_take(stream, size // world) for stream in streams]
+    indices = [index for part in epoch for index, _ in part]
+    assert len(set(indices)) == len(indices) == 9  # disjoint, drop_last
+    seeds = [seed for part in epoch for _, seed in part]
+    assert len(set(seeds)) == len(seeds)
+    full = _take(iter(TrainSampler(size, 1, world, seed=4)), 20)
+    resumed = _take(iter(TrainSampler(size, 1, world, seed=4, start=7)), 13)
+    assert resumed == full[7:]
+    second_epoch = [index for index, _ in full[3:6]]
+    assert second_epoch != [index for index, _ in full[:3]]  # reshuffled per epoch
+
+
+def test_sampler_needs_an_image_per_process():
+    with pytest.raises(ConfigError, match="fewer than the 4 processes"):
+        TrainSampler(3, 0, 4, seed=0)
+
+
+def test_poly_lr_with_warmup(make_config, tmp_path):
+    cfg = make_config(
+        tmp_path, ["train.iters=100", "train.warmup_iters=10", "train.warmup_ratio=0.1"]
+    ).train
+    factor = poly_lr_factor(cfg)
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(5) == pytest.approx((0.1 + 0.9 * 0.5) * (1 - 0.05) ** 0.9)
+    assert factor(50) == pytest.approx(0.5**0.9)
+    assert factor(100) == 0.0
+    with_min = poly_lr_factor(make_config(tmp_path, ["train.min_lr=0.005"]).train)
+    assert with_min(6) == pytest.approx(0.005 / 0.05)  # min_lr / lr at the end
+
+
+def test_class_count_mismatch_and_missing_data_are_clear(tmp_path, make_config):
+    with pytest.raises(ConfigError, match="set model.num_classes=4"):
+        train(make_config(tmp_path / "a", ["model.num_classes=5"]))
+    voc = make_config(tmp_path / "b", data={"name": "voc", "root": str(tmp_path / "nowhere")})
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        train(voc)
+
+
+def test_class_weights_length_is_checked(tmp_path, make_config):
+    with pytest.raises(ConfigError, match="class_weights has 2 values for 4 classes"):
+        train(make_config(tmp_path, ["train.class_weights=[1, 2]"]))
+
+
+@pytest.mark.parametrize("loss", ["{ce: 1.0, dice: 0.5}", "{lovasz: 1.0}"])
+def test_other_losses_train_and_are_logged(tmp_path, make_config, loss):
+    metrics = train(make_config(tmp_path, [f"train.loss={loss}", "train.iters=2"]))
+    assert 0.0 <= metrics["mIoU"] <= 1.0
+    log = (tmp_path / "train.log").read_text()
+    for name in ("dice", "lovasz"):
+        assert (f"{name} " in log) == (name in loss)
+
+
+def test_sync_bn_with_one_process_warns_and_trains(tmp_path, make_config):
+    train(make_config(tmp_path, ["train.sync_bn=true", "train.iters=1"]))
+    assert "sync_bn is on but there is one process" in (tmp_path / "train.log").read_text()

@@ -1,0 +1,133 @@
+"""seg.config: includes, --set overrides, and errors that name the key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seg.config import ConfigError, config_from_dict, load_config
+from seg.models import build_model
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SHIPPED = sorted(CONFIGS.glob("*.yaml"))
+
+BASE = {
+    "model": {"name": "segnet", "num_classes": 8, "width": 0.25},
+    "data": {"name": "synthetic", "size": 64},
+}
+
+
+def write(path: Path, data) -> Path:
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_include_merges_nested_keys_and_file_wins(tmp_path):
+    (tmp_path / "base").mkdir()
+    write(tmp_path / "base" / "schedule.yaml", {"train": {"iters": 100, "lr": 0.5, "seed": 3}})
+    write(tmp_path / "base" / "model.yaml", {"model": BASE["model"], "data": BASE["data"]})
+    path = write(
+        tmp_path / "exp.yaml",
+        {"include": ["base/model.yaml", "base/schedule.yaml"], "train": {"lr": 0.02}},
+    )
+    cfg = load_config(path)
+    assert (cfg.train.iters, cfg.train.lr, cfg.train.seed) == (100, 0.02, 3)
+    assert cfg.model == BASE["model"]
+    assert cfg.name == "exp"
+    assert cfg.work_dir == Path("work_dirs/exp")
+
+
+def test_set_reaches_nested_keys_with_yaml_types(tmp_path):
+    path = write(tmp_path / "c.yaml", BASE)
+    cfg = load_config(
+        path,
+        [
+            "train.lr=0.02",
+            "model.up=bilinear",
+            "data.num_samples={train: 5, val: 2}",
+            "eval.crop_size=[32, 48]",
+            "train.grad_clip=null",
+            "train.loss={ce: 1.0, dice: 0.5}",
+            "output.work_dir=/tmp/x",
+        ],
+    )
+    assert cfg.train.lr == 0.02 and isinstance(cfg.train.lr, float)
+    assert cfg.model["up"] == "bilinear"
+    assert cfg.data["num_samples"] == {"train": 5, "val": 2}
+    assert cfg.eval.crop_size == [32, 48]
+    assert cfg.train.grad_clip is None
+    assert cfg.train.loss == {"ce": 1.0, "dice": 0.5}
+    assert cfg.work_dir == Path("/tmp/x")
+
+
+def test_int_is_accepted_for_a_float():
+    cfg = config_from_dict({**BASE, "train": {"lr": 1}})
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+
+
+@pytest.mark.parametrize(
+    "override, pattern",
+    [
+        ("train.lrr=0.1", r"unknown key 'lrr' in 'train'; did you mean 'lr'\?"),
+        ("train.iter=5", r"unknown key 'iter' in 'train'; did you mean 'iters'\?"),
+        ("model.widht=0.5", r"unknown key 'widht' in model .*did you mean 'width'\?"),
+        ("data.sise=32", r"unknown key 'sise' in data .*did you mean 'size'\?"),
+        ("evl.mode=whole", r"unknown key 'evl' in the config; did you mean 'eval'\?"),
+        ("train.loss.dise=1.0", r"unknown key 'dise' in train.loss; did you mean 'dice'\?"),
+        ("model.name=segnett", r"model.name 'segnett' is not a model \(did you mean 'segnet'\?\)"),
+        ("train.iters=abc", r"train.iters must be int, got 'abc' \(str\)"),
+        ("train.iters=2.5", r"train.iters must be int, got 2.5"),
+        ("train.sync_bn=1", r"train.sync_bn must be bool, got 1"),
+        ("train.amp=fp32", r"train.amp must be 'bf16' \| 'fp16' \| 'none'"),
+        ("eval.crop_size=512", r"eval.crop_size must be list\[int\] or null"),
+        ("train.iters=0", r"train.iters must be >= 1"),
+        ("train.lr", r"--set expects key=value"),
+    ],
+)
+def test_errors_name_the_key_and_the_fix(override, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        config_from_dict(BASE, [override])
+
+
+def test_missing_file_and_include_cycle(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    write(tmp_path / "a.yaml", "include: b.yaml\n")
+    write(tmp_path / "b.yaml", "include: a.yaml\n")
+    with pytest.raises(ConfigError, match="include cycle"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_round_trip_through_a_dict_and_yaml(tmp_path):
+    cfg = config_from_dict(BASE, ["train.lr=0.3", "eval.tta=flip"])
+    cfg.dump(tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again.to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_configs_load_and_their_name_says_what_they_are(path):
+    cfg = load_config(path)
+    model, backbone_pooling, dataset_size, iters = path.stem.split("_")
+    assert model == cfg.model["name"]
+    pooling = backbone_pooling.split("-", 1)[1]
+    if cfg.model["name"] == "segnet":
+        assert f"{cfg.model['down']}-{cfg.model['up']}" == pooling
+        assert cfg.model.get("width", 1.0) == (0.25 if "x0.25" in backbone_pooling else 1.0)
+    else:
+        assert cfg.model["up"] == pooling
+    dataset, size = dataset_size.split("-")
+    assert {"voc12aug": "voc"}.get(dataset, dataset) == cfg.data["name"]
+    crop = cfg.data["crop_size"]
+    crop = crop if isinstance(crop, list) else [crop, crop]
+    assert size == f"{crop[0]}x{crop[1]}"
+    assert iters == f"{cfg.train.iters // 1000}k"
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if "synthetic" in p.name])
+def test_synthetic_configs_build(path):
+    cfg = load_config(path)
+    model = build_model(cfg.model)
+    assert model.num_classes == cfg.model["num_classes"] == 8
