@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -194,7 +195,7 @@ class _TqdmHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         from tqdm import tqdm
 
-        tqdm.write(self.format(record))
+        tqdm.write(self.format(record), file=sys.stderr)
 
 
 def _amp(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
