@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.liftseg-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast test-slow lint format demo bench clean
+.PHONY: install test test-fast test-slow lint format demo demo-liftpool bench clean
 
 install: $(STAMP)
 
@@ -33,8 +33,13 @@ format: install
 	$(PY) -m ruff format seg tests tools
 	$(PY) -m ruff check --fix seg tests tools
 
+# Trains SegNet-LiftPool on synthetic scenes on the CPU, evaluates it, predicts images.
 demo: install
 	$(PY) tools/demo.py --out outputs/demo
+
+# LiftPool round trips vs MaxUnpool / bilinear on synthetic scenes (no training).
+demo-liftpool: install
+	$(PY) tools/liftpool_demo.py --out outputs/liftpool_demo
 
 bench: install
 	$(PY) tools/bench_ops.py

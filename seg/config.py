@@ -78,7 +78,7 @@ class EvalConfig:
 
     split: str = "val"
     mode: Literal["whole", "slide"] = "whole"
-    crop_size: list[int] | None = None  # slide: window [height, width]; default: train crop
+    crop_size: list[int] | None = None  # slide: window [height, width]; default: data.crop_size
     stride: list[int] | None = None  # slide: window step [height, width]; default: 2/3 crop
     tta: Literal["none", "flip", "ms"] = "none"  # ms = multi-scale, with flips
     scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
@@ -155,6 +155,10 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = ()) -> C
     sections = {
         name: _build_section(name, schema, raw.get(name) or {}) for name, schema in SCHEMA.items()
     }
+    crop = data.get("crop_size")
+    if sections["eval"].crop_size is None and crop is not None:
+        # Sliding windows default to the training crop: the size the model learned on.
+        sections["eval"].crop_size = [crop, crop] if isinstance(crop, int) else list(crop)
     return Config(model=model, data=data, name=str(raw.get("name", "config")), **sections)
 
 

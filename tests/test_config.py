@@ -131,3 +131,10 @@ def test_synthetic_configs_build(path):
     cfg = load_config(path)
     model = build_model(cfg.model)
     assert model.num_classes == cfg.model["num_classes"] == 8
+
+
+def test_sliding_window_defaults_to_the_training_crop():
+    cfg = config_from_dict(BASE, ["data.crop_size=[48, 64]", "eval.mode=slide"])
+    assert cfg.eval.crop_size == [48, 64]
+    assert config_from_dict(BASE, ["data.crop_size=40"]).eval.crop_size == [40, 40]
+    assert config_from_dict(BASE, ["eval.crop_size=[8, 8]"]).eval.crop_size == [8, 8]

@@ -280,10 +280,12 @@ def train(
 
     model: nn.Module = build_model(cfg.model).to(dist_info.device)
     if tcfg.sync_bn:
-        if dist_info.distributed:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        else:
+        if not dist_info.distributed:
             log.warning("train.sync_bn is on but there is one process: using plain BatchNorm")
+        elif dist_info.device.type != "cuda":
+            log.warning("train.sync_bn needs CUDA (SyncBatchNorm); using plain BatchNorm on CPU")
+        else:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net = model
     if dist_info.distributed:
         ids = [dist_info.device.index] if dist_info.device.type == "cuda" else None

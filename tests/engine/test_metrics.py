@@ -59,6 +59,22 @@ def test_absent_class_is_excluded_like_torchmetrics():
     assert result["IoU"][2] == pytest.approx(1 / 2)
 
 
+def test_class_absent_from_one_image_still_counts_over_the_data_set():
+    # Class 2 only appears in the second image; the first image's pixels still count for it
+    # (a false positive there lowers its IoU), unlike an average of per-image scores.
+    first_t, first_p = torch.tensor([[0, 0, 1, 1]]), torch.tensor([[0, 2, 1, 1]])
+    second_t, second_p = torch.tensor([[2, 2, 1, 0]]), torch.tensor([[2, 2, 1, 0]])
+    cm = ConfusionMatrix(3, IGNORE)
+    cm.update(first_p, first_t)
+    cm.update(second_p, second_t)
+    result = cm.compute()
+    assert result["IoU"] == pytest.approx([2 / 3, 1.0, 2 / 3])
+    reference = MulticlassJaccardIndex(3, ignore_index=IGNORE, average="none")
+    reference.update(first_p, first_t)
+    reference.update(second_p, second_t)
+    assert result["IoU"] == pytest.approx(reference.compute().tolist())
+
+
 def test_perfect_prediction_and_all_ignored_image():
     target = torch.tensor([[0, 1], [2, 2]])
     cm = ConfusionMatrix(3, IGNORE)

@@ -228,3 +228,18 @@ def test_torchrun_training_runs_and_writes_one_checkpoint(tmp_path):
     assert not list(work_dir.glob(".*.tmp"))
     assert "on 2 process(es)" in (work_dir / "train.log").read_text()
     assert torch.load(work_dir / "last.pt", weights_only=True)["config"]["train"]["iters"] == 3
+
+
+@pytest.mark.slow
+def test_demo_trains_evaluates_and_predicts(tmp_path):
+    small = [s for s in SMALL if not s.startswith(("train.iters", "train.val", "train.ckpt"))]
+    result = run_tool(
+        "tools/demo.py", "--out", tmp_path, "--iters", "2", "--images", "2", "--set", *small
+    )
+    assert "| mIoU |" in result.stdout and "$ python tools/train.py" in result.stdout
+    assert (tmp_path / "train" / "best.pt").is_file()
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["num_images"] == 5
+    assert len(list((tmp_path / "predictions").glob("*.png"))) == 2
+    assert len(list((tmp_path / "predictions" / "overlays").glob("*.jpg"))) == 2
+    picture = Image.open(tmp_path / "demo_predictions.png")
+    assert picture.size == (4 * 32 + 12, 2 * 32 + 4)

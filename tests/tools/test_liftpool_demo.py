@@ -1,4 +1,4 @@
-"""tools/demo.py (make demo) runs on synthetic scenes and reports exact LiftPool round trips."""
+"""tools/liftpool_demo.py (make demo-liftpool) runs on synthetic scenes and reports exact LiftPool round trips."""
 
 import importlib.util
 import math
@@ -10,7 +10,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_writes_table_and_picture(tmp_path):
-    spec = importlib.util.spec_from_file_location("demo", ROOT / "tools" / "demo.py")
+    spec = importlib.util.spec_from_file_location(
+        "liftpool_demo", ROOT / "tools" / "liftpool_demo.py"
+    )
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
     results = demo.main(["--out", str(tmp_path), "--samples", "2", "--size", "48", "--stages", "2"])
