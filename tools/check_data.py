@@ -6,6 +6,8 @@
         --num-classes 5
     python tools/check_data.py --dataset folder data/mine --images images --masks colour_masks \
         --palette 0,0,0 128,0,0 0,128,0 --ignore-color 255,255,255
+    python tools/check_data.py --dataset folder data/CamVid --images train --masks trainannot \
+        --num-classes 11 --ignore-index 11
 
 Prints images per split and each missing mask, size mismatch, unexpected label value or
 unreadable file. Exit code 0 when clean, 1 on any problem.
@@ -50,6 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ignore-color", type=_rgb, metavar="R,G,B", help="colour that means 'ignore' (255)"
     )
+    parser.add_argument(
+        "--mask-suffix", default="", help="folder data set: masks are STEM{suffix}.png"
+    )
+    parser.add_argument(
+        "--ignore-index",
+        type=int,
+        default=255,
+        help="folder data set: the label value that means void/ignore (default 255)",
+    )
     parser.add_argument("--jobs", type=int, default=4, help="files read in parallel")
     parser.add_argument("--max-problems", type=int, default=50, help="problems printed")
     args = parser.parse_args(argv)
@@ -64,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         args.jobs,
         palette=args.palette,
         ignore_color=args.ignore_color,
+        mask_suffix=args.mask_suffix,
+        ignore_index=args.ignore_index,
     )
     print(report.format(args.max_problems))
     return 0 if report.ok else 1

@@ -61,7 +61,16 @@ _COMMON_KEYS = {"name", "crop_size", "scale", "mean", "std", "resize"}
 _DATASET_KEYS = {
     "voc": {"root", "train_split"},
     "cityscapes": {"root"},
-    "folder": {"root", "images", "masks", "classes", "palette", "ignore_color", "mask_suffix"},
+    "folder": {
+        "root",
+        "images",
+        "masks",
+        "classes",
+        "palette",
+        "ignore_color",
+        "mask_suffix",
+        "ignore_index",
+    },
     "synthetic": {"num_samples", "size", "num_classes", "seed"},
 }
 DATASETS = tuple(_DATASET_KEYS)
@@ -117,6 +126,7 @@ def build_dataset(
             transform=transform,
             ignore_color=cfg.get("ignore_color"),
             mask_suffix=cfg.get("mask_suffix", ""),
+            ignore_index=int(cfg.get("ignore_index", IGNORE_INDEX)),
         )
     num_samples = cfg.get("num_samples", _SYNTHETIC_SAMPLES)
     if isinstance(num_samples, Mapping):
@@ -151,4 +161,6 @@ def _build_transform(cfg: Mapping[str, Any], name: str, split: str) -> Callable:
             "the train split of a 'folder' data set needs 'crop_size' (int or [height, width]) "
             "in its data config, so that training crops share one size"
         )
-    return build_train_transform(crop_size, tuple(cfg.get("scale", (0.5, 2.0))), mean, std)
+    scale = tuple(cfg.get("scale", (0.5, 2.0)))
+    ignore_index = int(cfg.get("ignore_index", IGNORE_INDEX))
+    return build_train_transform(crop_size, scale, mean, std, ignore_index=ignore_index)

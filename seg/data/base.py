@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -54,73 +53,120 @@ def require_file(path: Path, what: str, hint: str = "") -> Path:
     return path
 
 
-def missing_masks_error(missing: Sequence[str], where: Path) -> FileNotFoundError:
-    shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+def missing_files_error(missing: Sequence[Path], what: str = "mask") -> FileNotFoundError:
+    """The error for samples whose files are absent; names the files that were looked for."""
+    shown = ", ".join(str(path) for path in missing[:5]) + (", ..." if len(missing) > 5 else "")
     return FileNotFoundError(
-        f"{len(missing)} image(s) have no mask in {where}: {shown}\n"
+        f"{len(missing)} {what} file(s) not found: {shown}\n"
         f"Run tools/check_data.py for the full list; see {DATA_README} for the layout."
     )
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Read an image file as ``[H, W, 3]`` uint8 RGB (grayscale is expanded, alpha dropped)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot read image {path} (missing, truncated or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """Read an image file as ``[H, W, 3]`` uint8 RGB (grayscale is expanded, alpha dropped).
 
-
-def read_label_png(path: Path) -> np.ndarray:
-    """Read a label PNG as stored indices: ``[H, W]`` (palette "P", "L" or 16-bit "I" PNGs).
-
-    Palette PNGs give their indices, never their colours. Colour (RGB/RGBA) PNGs return
-    ``[H, W, 3]`` uint8 RGB; callers that expect indices reject those.
+    A truncated or corrupt file is a ValueError naming it, never a partly grey picture.
     """
     try:
         with Image.open(path) as pil:
-            if pil.mode in ("P", "L", "1"):
-                return np.array(pil if pil.mode != "1" else pil.convert("L"), dtype=np.uint8)
-            if pil.mode.startswith("I"):
-                return np.array(pil).astype(np.int64)
-            if pil.mode in ("RGB", "RGBA", "LA"):
-                return np.array(pil.convert("RGB"), dtype=np.uint8)
-            raise ValueError(f"mask {path} has unsupported PNG mode {pil.mode!r}")
+            pil.load()  # decodes everything now: truncated data raises instead of padding grey
+            if pil.mode != "RGB":
+                pil = pil.convert("RGB")
+            return np.asarray(pil, dtype=np.uint8).copy()
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(
+            f"cannot read image {path} (missing, truncated or not an image: {error})"
+        ) from error
+
+
+# PNG modes whose pixel values are class indices (LA: the L channel; alpha is ignored).
+_INDEX_MODES = ("1", "L", "P", "LA", "PA", "I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def read_label_png(path: Path, keep_rgb: bool = False) -> np.ndarray:
+    """Read a label image as stored: ``[H, W]`` class indices, or ``[H, W, 3]`` colours.
+
+    Index masks: palette ("P"), 8-bit ("L"), 1-bit ("1": 0/1), "LA" (the L channel),
+    16/32-bit ("I;16", "I"), and RGB(A) whose three channels are equal (a grey picture of
+    indices); 8-bit modes give uint8, wider ones int64, so no label is ever narrowed.
+    Other RGB(A) masks, and every RGB(A) mask when ``keep_rgb`` (a data set that maps
+    colours through a palette), give ``[H, W, 3]`` uint8 RGB.
+    """
+    try:
+        with Image.open(path) as pil:
+            mode = pil.mode
+            if mode in ("RGB", "RGBA"):
+                rgb = np.asarray(pil.convert("RGB"), dtype=np.uint8)
+                if keep_rgb or not (
+                    np.array_equal(rgb[..., 0], rgb[..., 1])
+                    and np.array_equal(rgb[..., 0], rgb[..., 2])
+                ):
+                    return rgb
+                return rgb[..., 0].copy()
+            if mode not in _INDEX_MODES:
+                raise ValueError(f"mask {path} has unsupported image mode {mode!r}")
+            array = np.asarray(pil)
     except OSError as error:
         raise ValueError(f"cannot read mask {path}: {error}") from error
+    if array.ndim == 3:  # LA / PA: the index channel
+        array = array[..., 0]
+    if array.dtype == np.bool_ or array.dtype == np.uint8:
+        return array.astype(np.uint8)
+    return array.astype(np.int64)
 
 
-def read_index_mask(path: Path) -> np.ndarray:
-    """Read an index mask (palette or single-channel PNG) as ``[H, W]`` labels."""
+def read_index_mask(path: Path, hint: str = "") -> np.ndarray:
+    """Read an index mask as ``[H, W]`` labels; a colour mask is a ValueError with ``hint``."""
     mask = read_label_png(path)
     if mask.ndim != 2:
         raise ValueError(
-            f"mask {path} is a colour PNG; expected a palette or single-channel PNG of class "
-            "indices (pass a palette to FolderDataset to map colours to classes)"
+            f"mask {path} is a colour image; expected class indices (a palette, greyscale or "
+            f"16-bit PNG). {hint or 'Convert it to an index PNG.'}"
         )
     return mask
 
 
 def validate_pair(
-    image: np.ndarray, mask: np.ndarray, num_classes: int, name: str | Path
+    image: np.ndarray,
+    mask: np.ndarray,
+    num_classes: int,
+    name: str | Path,
+    ignore_index: int = IGNORE_INDEX,
 ) -> np.ndarray:
-    """Check that ``mask`` fits ``image`` and holds only ``0..num_classes-1`` or 255.
+    """Check that ``mask`` fits ``image`` and holds only ``0..num_classes-1`` or ``ignore_index``.
 
-    Returns the mask as uint8. Raises ValueError naming ``name`` otherwise.
+    Returns the mask as uint8 when every value fits, else as int64 (never narrowed).
+    Raises ValueError naming ``name`` otherwise; labels just past the classes suggest
+    ``ignore_index`` (a data set whose void label is, say, 11).
     """
     if mask.shape != image.shape[:2]:
         raise ValueError(
             f"{name}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from image size "
             f"{image.shape[1]}x{image.shape[0]}"
         )
-    invalid = ((mask >= num_classes) & (mask != IGNORE_INDEX)) | (mask < 0)
+    invalid = ((mask >= num_classes) & (mask != ignore_index)) | (mask < 0)
     if invalid.any():
         values = np.unique(mask[invalid])
         shown = values[:10].tolist()
+        hint = ""
+        if len(values) == 1 and values[0] >= num_classes:
+            hint = f"; if {values[0]} marks void pixels, set ignore_index={values[0]}"
         raise ValueError(
             f"{name}: labels {shown}{' ...' if len(values) > 10 else ''} are outside the "
-            f"{num_classes} classes (0..{num_classes - 1}, {IGNORE_INDEX} = ignore)"
+            f"{num_classes} classes (0..{num_classes - 1}, {ignore_index} = ignore){hint}"
         )
-    return mask.astype(np.uint8, copy=False)
+    if mask.dtype != np.uint8 and num_classes <= 256 and 0 <= ignore_index <= 255:
+        return mask.astype(np.uint8)
+    return mask
+
+
+def check_ignore_index(num_classes: int, ignore_index: int) -> None:
+    """A class id equal to the ignore value would vanish from training: refuse it."""
+    if 0 <= ignore_index < num_classes:
+        raise ValueError(
+            f"ignore_index {ignore_index} is also class id {ignore_index} of the {num_classes} "
+            f"classes; choose an ignore value outside 0..{num_classes - 1}"
+        )
 
 
 _default_transform = None
@@ -218,5 +264,5 @@ class FileDataset(SegmentationDataset):
         sample = self.samples[index]
         image = read_image(sample.image_path)
         mask = self.read_mask(sample)
-        mask = validate_pair(image, mask, self.num_classes, sample.mask_path)
+        mask = validate_pair(image, mask, self.num_classes, sample.mask_path, self.ignore_index)
         return image, mask, sample.name

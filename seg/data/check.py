@@ -13,10 +13,28 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.data.base import IGNORE_INDEX, Sample, read_image, read_index_mask, read_label_png
-from seg.data.cityscapes import _KNOWN_IDS, CITYSCAPES_SPLITS, cityscapes_samples
-from seg.data.folder import colors_to_labels, folder_samples
-from seg.data.voc import find_voc_dir, voc_samples
+from seg.data.base import (
+    IGNORE_INDEX,
+    Sample,
+    read_image,
+    read_index_mask,
+    read_label_png,
+    require_dir,
+)
+from seg.data.cityscapes import (
+    _KNOWN_IDS,
+    CITYSCAPES_MASK_HINT,
+    CITYSCAPES_SPLITS,
+    cityscapes_samples,
+)
+from seg.data.folder import (
+    check_palette,
+    colors_to_labels,
+    duplicate_stems,
+    list_images,
+    pair_with_masks,
+)
+from seg.data.voc import VOC_MASK_HINT, find_voc_dir, voc_samples
 
 CHECKABLE = ("voc", "cityscapes", "folder")
 
@@ -62,6 +80,8 @@ def check_dataset(
     jobs: int = 4,
     palette: Sequence[Sequence[int]] | None = None,
     ignore_color: Sequence[int] | None = None,
+    mask_suffix: str = "",
+    ignore_index: int = IGNORE_INDEX,
 ) -> CheckReport:
     """Check the ``dataset`` ("voc", "cityscapes" or "folder") stored under ``root``.
 
@@ -69,6 +89,8 @@ def check_dataset(
     absolute) and ``num_classes``, when given, bounds the labels (255 always allowed).
     With ``palette`` (one RGB colour per class) colour masks are mapped through it,
     as ``FolderDataset`` does, and colours outside it (but ``ignore_color``) are problems.
+    ``mask_suffix`` and ``ignore_index`` (the label value that means void) are
+    ``FolderDataset``'s.
     """
     if dataset not in CHECKABLE:
         raise ValueError(f"unknown data set {dataset!r}; valid: {', '.join(CHECKABLE)}")
@@ -87,8 +109,10 @@ def check_dataset(
                 Path(root) / masks,
                 num_classes,
                 jobs,
-                None if palette is None else np.asarray(palette, dtype=np.uint8).reshape(-1, 3),
+                None if palette is None else check_palette(palette),
                 ignore_color,
+                mask_suffix,
+                ignore_index,
             )
     except FileNotFoundError as error:
         report.problems.append(" ".join(str(error).splitlines()))
@@ -110,34 +134,34 @@ def _check_voc(report: CheckReport, root: Path, jobs: int) -> None:
     for split in splits:
         samples, missing = voc_samples(voc_dir, split)
         report.counts[split] = len(samples)
-        mask_folder = "SegmentationClassAug" if split == "trainaug" else "SegmentationClass"
-        for name in missing:
-            image_path = voc_dir / "JPEGImages" / f"{name}.jpg"
-            absent = (
-                image_path if not image_path.is_file() else voc_dir / mask_folder / f"{name}.png"
-            )
-            report.problems.append(f"{split}: {name} is listed but {absent} does not exist")
+        for absent in missing:
+            report.problems.append(f"{split}: {absent.stem} is listed but {absent} does not exist")
         _check_samples(report, split, samples, lambda path: _voc_mask(path, 21), jobs)
 
 
 def _voc_mask(path: Path, num_classes: int) -> tuple[np.ndarray, list[int]]:
-    mask = read_index_mask(path)
+    mask = read_index_mask(path, VOC_MASK_HINT)
     values = np.unique(mask)
     bad = [int(v) for v in values if v >= num_classes and v != IGNORE_INDEX]
     return mask, bad
 
 
 def _check_cityscapes(report: CheckReport, root: Path, jobs: int) -> None:
+    require_dir(root, "Cityscapes root folder")
     for split in CITYSCAPES_SPLITS:
-        samples, missing = cityscapes_samples(root, split)
+        try:
+            samples, missing = cityscapes_samples(root, split)
+        except FileNotFoundError as error:  # one split absent: say so, check the others
+            report.problems.append(f"{split}: " + " ".join(str(error).splitlines()))
+            continue
         report.counts[split] = len(samples)
-        for name in missing:
-            report.problems.append(f"{split}: {name}_leftImg8bit.png has no _gtFine_labelIds.png")
+        for absent in missing:
+            report.problems.append(f"{split}: {absent} does not exist (the image's labels)")
         _check_samples(report, split, samples, _cityscapes_mask, jobs)
 
 
 def _cityscapes_mask(path: Path) -> tuple[np.ndarray, list[int]]:
-    mask = read_index_mask(path)
+    mask = read_index_mask(path, CITYSCAPES_MASK_HINT)
     values = np.unique(mask)
     bad = [int(v) for v in values if not (0 <= v <= 255 and _KNOWN_IDS[int(v)])]
     return mask, bad
@@ -151,32 +175,52 @@ def _check_folder(
     jobs: int,
     palette: np.ndarray | None = None,
     ignore_color: Sequence[int] | None = None,
+    mask_suffix: str = "",
+    ignore_index: int = IGNORE_INDEX,
 ) -> None:
     if palette is not None and num_classes is None:
         num_classes = len(palette)
-    samples, missing = folder_samples(images, masks)
+    if num_classes is not None and 0 <= ignore_index < num_classes:
+        report.problems.append(
+            f"ignore index {ignore_index} is also a class id of the {num_classes} classes"
+        )
+    image_paths = list_images(images)
+    for group in duplicate_stems(image_paths):  # listed here; the first of each group is checked
+        names = ", ".join(p.name for p in group)
+        report.problems.append(f"images share the stem '{group[0].stem}' (one mask): {names}")
+    first_of_stem = {}
+    for path in image_paths:
+        first_of_stem.setdefault(path.stem, path)
+    samples, missing = pair_with_masks(list(first_of_stem.values()), masks, mask_suffix)
     report.counts["all"] = len(samples)
-    for name in missing:
-        report.problems.append(f"image {name} has no mask {masks / (name + '.png')}")
-    image_stems = {sample.name for sample in samples} | set(missing)
-    orphans = sorted(path.name for path in masks.glob("*.png") if path.stem not in image_stems)
+    for absent in missing:
+        report.problems.append(f"{absent} does not exist (the mask of an image)")
+    image_stems = {sample.name for sample in samples} | {
+        absent.name[: -len(f"{mask_suffix}.png")] for absent in missing
+    }
+    orphans = sorted(
+        path.name
+        for path in masks.glob(f"*{mask_suffix}.png")
+        if path.name[: -len(f"{mask_suffix}.png")] not in image_stems
+    )
     if orphans:
         report.notes.append(f"{len(orphans)} mask(s) without an image, e.g. {orphans[:3]}")
 
     def read(path: Path) -> tuple[np.ndarray, list[int]]:
-        mask = read_label_png(path)
+        mask = read_label_png(path, keep_rgb=palette is not None)
         if mask.ndim == 3:
             if palette is None:
                 raise ValueError(
                     f"{path} is a colour mask; pass --palette (one r,g,b per class) to map its "
                     "colours, or use index masks (a palette PNG or single-channel PNG of class ids)"
                 )
-            mask = colors_to_labels(mask, palette, ignore_color, path)
+            mask = colors_to_labels(mask, palette, ignore_color, path).astype(np.int64)
+            mask[mask == IGNORE_INDEX] = ignore_index
         values = np.unique(mask)
         report.labels_seen.update(int(v) for v in values)
         if num_classes is None:
             return mask, []
-        return mask, [int(v) for v in values if (v >= num_classes or v < 0) and v != 255]
+        return mask, [int(v) for v in values if (v >= num_classes or v < 0) and v != ignore_index]
 
     _check_samples(report, "all", samples, read, jobs)
 

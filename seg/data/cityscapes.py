@@ -17,7 +17,7 @@ from seg.data.base import (
     IGNORE_INDEX,
     FileDataset,
     Sample,
-    missing_masks_error,
+    missing_files_error,
     missing_path_error,
     read_index_mask,
     require_dir,
@@ -82,7 +82,7 @@ _KNOWN_IDS[IGNORE_INDEX] = True
 
 
 def cityscapes_samples(root: str | Path, split: str) -> tuple[list[Sample], list[str]]:
-    """The samples of ``split`` and the image names that have no ``_gtFine_labelIds.png``."""
+    """The samples of ``split`` and the ``_gtFine_labelIds.png`` paths looked for but absent."""
     if split not in CITYSCAPES_SPLITS:
         raise ValueError(
             f"unknown Cityscapes split {split!r}; valid: {', '.join(CITYSCAPES_SPLITS)}"
@@ -105,7 +105,7 @@ def cityscapes_samples(root: str | Path, split: str) -> tuple[list[Sample], list
         if mask_path.is_file():
             samples.append(Sample(name, image_path, mask_path))
         else:
-            missing.append(name)
+            missing.append(mask_path)
     if not samples and not missing:
         raise missing_path_error(
             f"Cityscapes images (*/*_leftImg8bit.png) for '{split}'", image_dir
@@ -131,6 +131,9 @@ def label_ids_to_train_ids(label_ids: np.ndarray, name: str | Path = "mask") -> 
     return ID_TO_TRAIN_ID[label_ids]
 
 
+CITYSCAPES_MASK_HINT = "Use the *_gtFine_labelIds.png files, not *_gtFine_color.png."
+
+
 class Cityscapes(FileDataset):
     """Cityscapes (fine): 19 classes, 2,975 train / 500 val / 1,525 test images.
 
@@ -150,7 +153,9 @@ class Cityscapes(FileDataset):
         self.split = split
         self.samples, missing = cityscapes_samples(self.root, split)
         if missing:
-            raise missing_masks_error(missing, self.root / "gtFine" / split)
+            raise missing_files_error(missing)
 
     def read_mask(self, sample: Sample) -> np.ndarray:
-        return label_ids_to_train_ids(read_index_mask(sample.mask_path), sample.mask_path)
+        return label_ids_to_train_ids(
+            read_index_mask(sample.mask_path, CITYSCAPES_MASK_HINT), sample.mask_path
+        )

@@ -17,7 +17,8 @@ from seg.data.base import (
     IMAGE_EXTENSIONS,
     FileDataset,
     Sample,
-    missing_masks_error,
+    check_ignore_index,
+    missing_files_error,
     missing_path_error,
     read_label_png,
     require_dir,
@@ -27,13 +28,28 @@ from seg.data.palettes import distinct_palette
 
 def folder_samples(
     images_dir: str | Path, masks_dir: str | Path, mask_suffix: str = ""
-) -> tuple[list[Sample], list[str]]:
+) -> tuple[list[Sample], list[Path]]:
     """Images in ``images_dir`` (by extension) paired with ``masks_dir/{stem}{suffix}.png``.
 
-    Returns the pairs found and the stems whose mask is missing.
+    Returns the pairs found and the mask paths looked for but absent. Images sharing a
+    stem (``a.jpg`` and ``a.png``) would share one mask: a ValueError listing them.
     """
+    require_dir(Path(images_dir).expanduser(), "image folder")
+    require_dir(Path(masks_dir).expanduser(), "mask folder")
+    image_paths = list_images(images_dir)
+    duplicates = duplicate_stems(image_paths)
+    if duplicates:
+        shown = "; ".join(", ".join(p.name for p in group) for group in duplicates[:5])
+        raise ValueError(
+            f"{images_dir}: images share a file stem, so they would share one mask: {shown}. "
+            "Rename them so each stem is unique."
+        )
+    return pair_with_masks(image_paths, masks_dir, mask_suffix)
+
+
+def list_images(images_dir: str | Path) -> list[Path]:
+    """The image files of ``images_dir`` (by extension), sorted; an error if there are none."""
     images_dir = require_dir(Path(images_dir).expanduser(), "image folder")
-    masks_dir = require_dir(Path(masks_dir).expanduser(), "mask folder")
     image_paths = sorted(
         path
         for path in images_dir.iterdir()
@@ -43,21 +59,43 @@ def folder_samples(
         raise missing_path_error(
             f"images ({', '.join(IMAGE_EXTENSIONS)})", images_dir, "The folder has none."
         )
-    stems = [path.stem for path in image_paths]
-    duplicates = sorted({stem for stem in stems if stems.count(stem) > 1})
-    if duplicates:
-        raise ValueError(
-            f"{images_dir}: several images share the stem(s) {duplicates[:5]}, so they "
-            "would share one mask; rename them"
-        )
+    return image_paths
+
+
+def pair_with_masks(
+    image_paths: Sequence[Path], masks_dir: str | Path, mask_suffix: str = ""
+) -> tuple[list[Sample], list[Path]]:
+    """``(samples, absent mask paths)``: each image with ``masks_dir/{stem}{suffix}.png``."""
+    masks_dir = require_dir(Path(masks_dir).expanduser(), "mask folder")
     samples, missing = [], []
     for path in image_paths:
         mask_path = masks_dir / f"{path.stem}{mask_suffix}.png"
         if mask_path.is_file():
             samples.append(Sample(path.stem, path, mask_path))
         else:
-            missing.append(path.stem)
+            missing.append(mask_path)
     return samples, missing
+
+
+def duplicate_stems(paths: Sequence[Path]) -> list[list[Path]]:
+    """Groups of paths that share a stem (``a.jpg``, ``a.png``), in name order."""
+    groups: dict[str, list[Path]] = {}
+    for path in paths:
+        groups.setdefault(path.stem, []).append(path)
+    return [group for _, group in sorted(groups.items()) if len(group) > 1]
+
+
+def check_palette(palette, num_classes: int | None = None) -> np.ndarray:
+    """``palette`` as ``[N, 3]`` uint8, or a ValueError saying what is wrong with it."""
+    array = np.asarray(palette)
+    if array.ndim != 2 or array.shape[1] != 3 or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"palette must be a list of [r, g, b] integer triples, got {palette!r}")
+    if array.min(initial=0) < 0 or array.max(initial=0) > 255:
+        bad = [list(map(int, row)) for row in array if row.min() < 0 or row.max() > 255]
+        raise ValueError(f"palette colours must be 0..255 per channel; got {bad[:3]}")
+    if num_classes is not None and len(array) != num_classes:
+        raise ValueError(f"palette has {len(array)} colours for {num_classes} classes")
+    return array.astype(np.uint8)
 
 
 def colors_to_labels(
@@ -109,30 +147,34 @@ class FolderDataset(FileDataset):
         transform: Callable | None = None,
         ignore_color: Sequence[int] | None = None,
         mask_suffix: str = "",
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__(transform)
-        if isinstance(classes, str) or len(classes) < 1:
-            raise ValueError(f"classes must be a list of class names, got {classes!r}")
+        if isinstance(classes, str | bytes) or not isinstance(classes, Sequence) or not classes:
+            raise ValueError(
+                f"classes must be a list of class names (index = class id), got {classes!r}; "
+                "e.g. classes=['background', 'road', 'car']"
+            )
         self.class_names = tuple(str(name) for name in classes)
         self.num_classes = len(self.class_names)
+        self.ignore_index = int(ignore_index)
+        check_ignore_index(self.num_classes, self.ignore_index)
         self.has_palette = palette is not None
         if palette is None:
             self.palette = distinct_palette(self.num_classes)
         else:
-            self.palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
-            if len(self.palette) != self.num_classes:
-                raise ValueError(
-                    f"palette has {len(self.palette)} colours for {self.num_classes} classes"
-                )
+            self.palette = check_palette(palette, self.num_classes)
+        if ignore_color is not None:
+            check_palette([ignore_color])
         self.ignore_color = tuple(ignore_color) if ignore_color is not None else None
         self.images_dir = Path(images_dir)
         self.masks_dir = Path(masks_dir)
         self.samples, missing = folder_samples(images_dir, masks_dir, mask_suffix)
         if missing:
-            raise missing_masks_error(missing, self.masks_dir)
+            raise missing_files_error(missing)
 
     def read_mask(self, sample: Sample) -> np.ndarray:
-        mask = read_label_png(sample.mask_path)
+        mask = read_label_png(sample.mask_path, keep_rgb=self.has_palette)
         if mask.ndim == 2:
             return mask
         if not self.has_palette:
@@ -140,4 +182,8 @@ class FolderDataset(FileDataset):
                 f"{sample.mask_path} is a colour mask; pass palette=[[r, g, b], ...] (one "
                 "colour per class) to map its colours to classes"
             )
-        return colors_to_labels(mask, self.palette, self.ignore_color, sample.mask_path)
+        labels = colors_to_labels(mask, self.palette, self.ignore_color, sample.mask_path)
+        if self.ignore_index != IGNORE_INDEX:
+            labels = labels.astype(np.int64)
+            labels[labels == IGNORE_INDEX] = self.ignore_index
+        return labels

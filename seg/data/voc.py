@@ -18,14 +18,19 @@ from pathlib import Path
 from seg.data.base import (
     FileDataset,
     Sample,
-    missing_masks_error,
+    missing_files_error,
     missing_path_error,
+    read_index_mask,
     require_dir,
     require_file,
 )
 from seg.data.palettes import VOC_CLASSES, voc_palette
 
 VOC_SPLITS = ("train", "val", "trainaug")
+VOC_MASK_HINT = (
+    "VOC masks are the palette PNGs of SegmentationClass/ (or SegmentationClassAug/ from "
+    "tools/convert_sbd.py); a copy saved as RGB has lost the class indices."
+)
 TRAINAUG_HINT = (
     "The 'trainaug' split (10,582 images) needs the SBD masks converted into "
     "SegmentationClassAug: run `python tools/convert_sbd.py SBD_ROOT VOC_ROOT`."
@@ -48,7 +53,7 @@ def find_voc_dir(root: str | Path) -> Path:
 
 
 def voc_samples(root: str | Path, split: str) -> tuple[list[Sample], list[str]]:
-    """The samples of ``split`` and the names whose image or mask file is missing."""
+    """The samples of ``split`` and, for listed names, the image or mask paths that are absent."""
     if split not in VOC_SPLITS:
         raise ValueError(f"unknown VOC split {split!r}; valid: {', '.join(VOC_SPLITS)}")
     voc_dir = find_voc_dir(root)
@@ -61,10 +66,12 @@ def voc_samples(root: str | Path, split: str) -> tuple[list[Sample], list[str]]:
     samples, missing = [], []
     for name in names:
         sample = Sample(name, voc_dir / "JPEGImages" / f"{name}.jpg", mask_dir / f"{name}.png")
-        if sample.image_path.is_file() and sample.mask_path.is_file():
-            samples.append(sample)
+        if not sample.image_path.is_file():
+            missing.append(sample.image_path)
+        elif not sample.mask_path.is_file():
+            missing.append(sample.mask_path)
         else:
-            missing.append(name)
+            samples.append(sample)
     return samples, missing
 
 
@@ -87,4 +94,7 @@ class VOCSegmentation(FileDataset):
         self.split = split
         self.samples, missing = voc_samples(self.root, split)
         if missing:
-            raise missing_masks_error(missing, self.root)
+            raise missing_files_error(missing, "image or mask")
+
+    def read_mask(self, sample: Sample):
+        return read_index_mask(sample.mask_path, VOC_MASK_HINT)

@@ -3,12 +3,14 @@ the LiftPool regulariser hook, and pretrained-weight error messages."""
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from pathlib import Path
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seg.ops import lift_regularization
+from seg.ops import DOWNS, UPS, lift_regularization
 
 PAD_MODES = ("replicate", "zeros", "none")
 
@@ -58,6 +60,27 @@ class LiftRegularizedMixin:
         if not self.training:
             return 0.0
         return lift_regularization(self, lambda_u=lambda_u, lambda_p=lambda_p)
+
+
+def check_model_arguments(model: type, num_classes: int, pool_options: dict) -> None:
+    """Refuse ``num_classes < 1`` and keyword arguments that are no model or pool option.
+
+    A misspelt model argument (``widht=0.5``) would otherwise reach the pooling pair and be
+    reported as its unknown option; here it names the model and the closest argument.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"{model.__name__} num_classes must be an int >= 1, got {num_classes!r}")
+    pool_names = {name for spec in (*DOWNS.values(), *UPS.values()) for name in spec.options}
+    for key in pool_options:
+        if key in pool_names:
+            continue
+        params = [p for p in inspect.signature(model.__init__).parameters if p != "self"]
+        valid = sorted(set(params) - {"pool_options"} | pool_names)
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise TypeError(
+            f"{model.__name__} got an unknown argument '{key}'{hint} Valid: {', '.join(valid)}"
+        )
 
 
 def download_failed(what: str, url: str | None, error: Exception) -> RuntimeError:

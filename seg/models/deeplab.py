@@ -43,6 +43,7 @@ from seg.ops import build_pool_pair
 
 from .common import (
     LiftRegularizedMixin,
+    check_model_arguments,
     check_pad_mode,
     conv_bn_relu,
     download_failed,
@@ -179,6 +180,7 @@ class DeepLabV3Plus(LiftRegularizedMixin, nn.Module):
         **pool_options,
     ) -> None:
         super().__init__()
+        check_model_arguments(DeepLabV3Plus, num_classes, pool_options)
         if output_stride not in ATROUS_RATES:
             raise ValueError(f"DeepLabV3+ output_stride must be 8 or 16, got {output_stride}")
         if up not in UPS:

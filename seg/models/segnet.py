@@ -24,6 +24,7 @@ from seg.ops import build_pool_pair
 
 from .common import (
     LiftRegularizedMixin,
+    check_model_arguments,
     check_pad_mode,
     conv_bn_relu,
     download_failed,
@@ -98,6 +99,7 @@ class SegNet(LiftRegularizedMixin, nn.Module):
         **pool_options,
     ) -> None:
         super().__init__()
+        check_model_arguments(SegNet, num_classes, pool_options)
         if encoder not in VGG_STAGES:
             raise ValueError(
                 f"unknown SegNet encoder {encoder!r}; choose one of {list(VGG_STAGES)}"

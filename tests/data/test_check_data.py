@@ -61,7 +61,7 @@ def test_cityscapes_clean_and_planted(make_cityscapes):
     (root / "gtFine/train/aachen/aachen_000001_000020_gtFine_labelIds.png").unlink()
     text = "\n".join(check_dataset("cityscapes", root).problems)
     assert "bonn_000000_000019_gtFine_labelIds.png: unexpected label values [99]" in text
-    assert "aachen_000001_000020_leftImg8bit.png has no _gtFine_labelIds.png" in text
+    assert "aachen_000001_000020_gtFine_labelIds.png does not exist" in text
 
 
 def test_folder_clean_and_planted(tmp_path):
@@ -79,7 +79,7 @@ def test_folder_clean_and_planted(tmp_path):
     report = check_dataset("folder", tmp_path, "img", "lbl", num_classes=3)
     text = "\n".join(report.problems)
     assert "q.png: unexpected label values [7]" in text
-    assert "image r has no mask" in text
+    assert f"{tmp_path / 'lbl' / 'r.png'} does not exist" in text
     assert check_data.main([*args, "--num-classes", "3"]) == 1
     # Without --num-classes the labels are only reported, not judged.
     report = check_dataset("folder", tmp_path, "img", "lbl")
@@ -132,3 +132,65 @@ def test_script_runs_from_the_command_line(make_voc):
 def test_unknown_dataset(dataset, tmp_path):
     with pytest.raises(ValueError, match="voc, cityscapes, folder"):
         check_dataset(dataset, tmp_path)
+
+
+def test_voc_missing_jpeg_is_named_as_the_image(make_voc):
+    root, _ = make_voc(train=["m1", "m2"], val=["v1"])
+    (root / "VOCdevkit/VOC2012/JPEGImages/m1.jpg").unlink()
+    text = "\n".join(check_dataset("voc", root).problems)
+    assert "JPEGImages/m1.jpg does not exist" in text
+    assert "SegmentationClass/m1.png" not in text
+
+
+def test_cityscapes_checks_the_splits_that_exist(make_cityscapes):
+    root, _ = make_cityscapes(splits=("train", "val"))
+    report = check_dataset("cityscapes", root)
+    assert report.counts == {"train": 4, "val": 4}
+    assert len(report.problems) == 1 and report.problems[0].startswith("test: ")
+    assert "leftImg8bit/test" in report.problems[0]
+
+
+def _folder_tree(tmp_path, stems, mask_suffix=""):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lbl").mkdir()
+    for stem in stems:
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / stem)
+        mask = tmp_path / "lbl" / f"{Path(stem).stem}{mask_suffix}.png"
+        Image.fromarray(np.full((8, 8), 1, np.uint8)).save(mask)
+
+
+def test_folder_duplicate_stems_are_listed_not_a_crash(tmp_path):
+    _folder_tree(tmp_path, ["a.png", "a.jpg", "b.png"])
+    report = check_dataset("folder", tmp_path, "img", "lbl", num_classes=2)
+    assert report.problems == ["images share the stem 'a' (one mask): a.jpg, a.png"]
+    assert report.counts == {"all": 2}
+
+
+def test_folder_mask_suffix_and_ignore_index(tmp_path):
+    _folder_tree(tmp_path, ["a.png", "b.png"], mask_suffix="_L")
+    args = ["--dataset", "folder", str(tmp_path), "--images", "img", "--masks", "lbl"]
+    assert check_data.main([*args, "--num-classes", "2", "--mask-suffix", "_L"]) == 0
+    assert check_data.main([*args, "--num-classes", "2"]) == 1  # a.png, b.png not found
+    void = np.full((8, 8), 1, np.uint8)
+    void[0] = 11
+    Image.fromarray(void).save(tmp_path / "lbl" / "a_L.png")
+    assert check_data.main([*args, "--num-classes", "2", "--mask-suffix", "_L"]) == 1
+    assert (
+        check_data.main(
+            [*args, "--num-classes", "2", "--mask-suffix", "_L", "--ignore-index", "11"]
+        )
+        == 0
+    )
+
+
+def test_equal_channel_rgb_and_la_masks_are_index_masks(tmp_path):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lbl").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "a.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "b.png")
+    Image.fromarray(np.full((8, 8, 3), 2, np.uint8)).save(tmp_path / "lbl" / "a.png")
+    la = np.stack([np.full((8, 8), 1, np.uint8), np.full((8, 8), 255, np.uint8)], -1)
+    Image.fromarray(la, mode="LA").save(tmp_path / "lbl" / "b.png")
+    report = check_dataset("folder", tmp_path, "img", "lbl", num_classes=3)
+    assert report.ok, report.format()
+    assert report.labels_seen == {1, 2}

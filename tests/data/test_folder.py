@@ -71,11 +71,13 @@ def test_colour_mask_without_palette_is_an_error(tmp_path):
         dataset.load_raw(2)
 
 
-def test_image_without_mask_lists_stems(tmp_path):
+def test_image_without_mask_names_the_mask_files(tmp_path):
     images, masks, _ = _tree(tmp_path, np.random.default_rng(3))
     for stem in ("x1", "x2"):
         Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(images / f"{stem}.png")
-    with pytest.raises(FileNotFoundError, match="2 image.*x1, x2"):
+    with pytest.raises(
+        FileNotFoundError, match=r"2 mask file\(s\) not found: .*masks/x1.png, .*masks/x2.png"
+    ):
         FolderDataset(images, masks, CLASSES)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from model_helpers import parameter_count, randomize_batch_norm_stats, randomize_lift_predictors
 
-from seg.models import SegNet
+from seg.models import DeepLabV3Plus, SegNet
 from seg.ops import valid_pairs
 
 NUM_CLASSES = 5
@@ -166,3 +166,14 @@ def test_imagenet_weights_offline_fail_clearly(monkeypatch):
     monkeypatch.setattr(WeightsEnum, "get_state_dict", no_internet)
     with pytest.raises(RuntimeError, match="encoder_weights=<path>"):
         SegNet(21, width=0.125, depth=1, encoder_weights="imagenet")
+
+
+@pytest.mark.parametrize(
+    "model_cls, typo, meant",
+    [(SegNet, "widht", "width"), (DeepLabV3Plus, "ouput_stride", "output_stride")],
+)
+def test_class_count_and_misspelt_arguments_are_named(model_cls, typo, meant):
+    with pytest.raises(ValueError, match="num_classes must be an int >= 1, got 0"):
+        model_cls(0)
+    with pytest.raises(TypeError, match=rf"unknown argument '{typo}'; did you mean '{meant}'\?"):
+        model_cls(3, **{typo: 8})
