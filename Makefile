@@ -17,10 +17,11 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
-# Whole suite: fast tests in parallel, then the slow end-to-end ones.
+# Whole suite: fast tests in parallel, then the slow end-to-end ones (a file per worker:
+# module-scoped fixtures such as a trained checkpoint are built once).
 test: install
 	$(PY) -m pytest -n 2 --dist loadgroup -m "not slow" $(PYTEST_ARGS)
-	$(PY) -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: no slow test collected
+	$(PY) -m pytest -n 2 --dist loadfile -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: none collected
 
 test-fast: install
 	$(PY) -m pytest -n 2 --dist loadgroup -m "not slow" $(PYTEST_ARGS)

@@ -96,7 +96,13 @@ def _stock_predictors(down) -> bool:
 
     (pw, ph), (uw, uh) = down.predictors
     if down.predictor == "learned":
-        return all(type(p) is LearnedPredictor for p in (pw, ph, uw, uh))
+        # The kernels read kernel_size and channels from the layer: every predictor must agree.
+        return all(
+            type(p) is LearnedPredictor
+            and p.kernel_size == down.kernel_size
+            and p.channels == down.channels
+            for p in (pw, ph, uw, uh)
+        )
     stock = FIXED_PREDICTORS.get(down.predictor)
     return stock is not None and (pw, uw) == stock and (ph, uh) == stock
 

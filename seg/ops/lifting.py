@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._checks import check_float
+
 Predictor = Callable[[Tensor], Tensor]
 
 PREDICTORS = ("learned", "haar", "legall53")
@@ -127,11 +129,7 @@ class LearnedPredictor(nn.Module):
         nn.init.kaiming_uniform_(self.depthwise_weight, a=5**0.5)
 
     def forward(self, t: Tensor) -> Tensor:
-        if t.shape[1] != self.channels:
-            raise ValueError(
-                f"LiftPool predictor built for {self.channels} channels got {t.shape[1]}: "
-                "build the layer with the channel count of its input"
-            )
+        check_channels(self.channels, t.shape[1])
         dtype = t.dtype
         pad = self.kernel_size // 2
         if pad:
@@ -211,6 +209,7 @@ def _pair(fn: Predictor | tuple[Predictor, Predictor]) -> tuple[Predictor, Predi
 
 
 def _check_rank(x: Tensor, rank: int, name: str) -> None:
+    check_float(x, name)
     if x.dim() != rank:
         layout = {3: "[N, C, L]", 4: "[N, C, H, W]"}[rank]
         raise ValueError(f"{name} expects a {rank}d tensor {layout}, got shape {tuple(x.shape)}")
@@ -257,6 +256,12 @@ def lift_down1d(x: Tensor, predict: Predictor, update: Predictor) -> LiftBands1d
 def lift_up1d(bands: LiftBands1d, predict: Predictor, update: Predictor) -> Tensor:
     """Exact inverse of :func:`lift_down1d`: returns [N, C, bands.size]."""
     s, d, length = bands
+    check_float(s, "lift_up1d")
+    if s.shape != d.shape or s.shape[-1] != (length + 1) // 2:
+        raise ValueError(
+            f"lift_up1d: bands {tuple(s.shape)} / {tuple(d.shape)} cannot come from length "
+            f"{length} (that gives {(length + 1) // 2}): keep the size decompose() returned"
+        )
     dtype = s.dtype
     with _autocast_off(s):
         cd = _compute_dtype(s)
@@ -277,7 +282,10 @@ def lift_down2d(x: Tensor, predict, update) -> LiftBands:
 
 
 def check_bands(bands: LiftBands) -> None:
-    """The LL stand-in must have the shape of the detail bands it is inverted with."""
+    """The LL stand-in must have the shape of the detail bands, and ``size`` must be the
+    size those bands came from (``ceil(size / 2)`` each way), or the inverse would read or
+    write outside them."""
+    check_float(bands.ll, "LiftUpPool")
     for name in ("lh", "hl", "hh"):
         band = getattr(bands, name)
         if band.shape != bands.ll.shape:
@@ -285,6 +293,24 @@ def check_bands(bands: LiftBands) -> None:
                 f"LiftUpPool: feature of shape {tuple(bands.ll.shape)} does not match the stored "
                 f"{name} band {tuple(band.shape)}: upsample the feature its own LiftDownPool made"
             )
+    if bands.ll.dim() != 4:
+        raise ValueError(f"LiftUpPool expects [N, C, h, w] bands, got {tuple(bands.ll.shape)}")
+    height, width = bands.size
+    expected = ((height + 1) // 2, (width + 1) // 2)
+    if tuple(bands.ll.shape[-2:]) != expected:
+        raise ValueError(
+            f"LiftUpPool: bands of {tuple(bands.ll.shape[-2:])} cannot come from size "
+            f"{tuple(bands.size)} (that gives {expected}): keep the size decompose() returned"
+        )
+
+
+def check_channels(expected: int | None, got: int) -> None:
+    """A learned predictor's weights are per channel: the input must have as many."""
+    if expected is not None and got != expected:
+        raise ValueError(
+            f"LiftPool predictor built for {expected} channels got {got}: "
+            "build the layer with the channel count of its input"
+        )
 
 
 def lift_up2d(bands: LiftBands, predict, update) -> Tensor:
@@ -431,15 +457,19 @@ class LiftUpPool1d(nn.Module):
                 f"LiftUpPool1d: feature of shape {tuple(s.shape)} does not match the stored "
                 f"detail band {tuple(bands.d.shape)}"
             )
+        if self.down.output == "sum":  # the feature stands in for s + d: take d back out
+            s = s - bands.d
         return lift_up1d(bands._replace(s=s), *self.down.predictors)
 
 
 class LiftUpPool2d(nn.Module):
     """Inverse of a :class:`LiftDownPool2d`, sharing its P and U.
 
-    ``up(y, bands)`` puts ``y`` [N, C, h, w] in place of the LL band and inverts the
-    lifting step with the stored LH/HL/HH bands: returns [N, C, H, W], the size the
-    down layer saw. ``up(bands.ll, bands)`` reconstructs the down layer's input.
+    ``up(y, bands)`` puts ``y`` [N, C, h, w] in place of what the down layer returned
+    and inverts the lifting step with the stored LH/HL/HH bands: returns [N, C, H, W],
+    the size the down layer saw. ``up(down(x), bands)`` reconstructs ``x`` exactly for
+    either ``output``: with ``"LL"`` y stands in for LL; with ``"sum"`` for
+    LL + LH + HL + HH, so LL = y - LH - HL - HH.
     """
 
     def __init__(self, down: LiftDownPool2d) -> None:
@@ -451,7 +481,11 @@ class LiftUpPool2d(nn.Module):
     def forward(self, y: Tensor, bands: LiftBands) -> Tensor:
         from .dispatch import lift_up2d as dispatched
 
-        return dispatched(self.down, bands._replace(ll=y))
+        bands = bands._replace(ll=y)
+        check_bands(bands)
+        if self.down.output == "sum":
+            bands = bands._replace(ll=y - bands.lh - bands.hl - bands.hh)
+        return dispatched(self.down, bands)
 
 
 def lift_regularization(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ._checks import check_float
 from ._window import window_softmax_pool
 
 LOGIT_MODULES = ("projection", "bottleneck")
@@ -74,10 +75,21 @@ class BottleneckLogit(nn.Module):
         return self.gate(self.norm(self.body(x)))
 
 
-def lip2d_reference(x: Tensor, logit: Tensor, kernel_size=3, stride=2, padding=1) -> Tensor:
-    """Pure-PyTorch LIP (the reference the GPU kernel is checked against)."""
+def _check(x: Tensor, logit: Tensor) -> None:
+    check_float(x, "lip2d")
+    check_float(logit, "lip2d (logit)")
     if x.dim() != 4:
         raise ValueError(f"lip2d expects [N, C, H, W], got {tuple(x.shape)}")
+    if logit.shape != x.shape:
+        raise ValueError(
+            f"lip2d: logit of shape {tuple(logit.shape)} must have the features' shape "
+            f"{tuple(x.shape)} (one importance logit per value)"
+        )
+
+
+def lip2d_reference(x: Tensor, logit: Tensor, kernel_size=3, stride=2, padding=1) -> Tensor:
+    """Pure-PyTorch LIP (the reference the GPU kernel is checked against)."""
+    _check(x, logit)
     return window_softmax_pool(x, logit, kernel_size, stride, padding)
 
 
@@ -92,6 +104,7 @@ def lip2d(x: Tensor, logit: Tensor, kernel_size=3, stride=2, padding=1) -> Tenso
     """
     from .dispatch import lip2d as dispatched
 
+    _check(x, logit)
     return dispatched(x, logit, kernel_size, stride, padding)
 
 

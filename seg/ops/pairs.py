@@ -62,6 +62,7 @@ class LiftDown(nn.Module):
     def forward(self, x: Tensor):
         bands = self.lift.decompose(x)
         y = bands.ll if self.lift.output == "LL" else bands.ll + bands.lh + bands.hl + bands.hh
+        # LiftUpPool takes y for what the down layer returned (LL or the sum): exact either way.
         return y, (bands if self.keep == "bands" else SizeSkip(bands.size))
 
 

@@ -15,12 +15,18 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ._checks import check_float
 from ._window import window_softmax_pool
 
 
-def _soft_pool(x: Tensor, dims: int, kernel_size, stride, padding) -> Tensor:
+def _check(x: Tensor, dims: int) -> None:
+    check_float(x, f"soft_pool{dims}d")
     if x.dim() != dims + 2:
         raise ValueError(f"soft_pool{dims}d expects a {dims + 2}d tensor, got {tuple(x.shape)}")
+
+
+def _soft_pool(x: Tensor, dims: int, kernel_size, stride, padding) -> Tensor:
+    _check(x, dims)
     return window_softmax_pool(x, x, kernel_size, stride, padding)
 
 
@@ -33,6 +39,7 @@ def soft_pool2d(x: Tensor, kernel_size=2, stride=None, padding=0) -> Tensor:
     """SoftPool over [N, C, H, W] -> [N, C, H_out, W_out] (output size as ``max_pool2d``)."""
     from .dispatch import soft_pool2d as dispatched
 
+    _check(x, 2)
     return dispatched(x, kernel_size, stride, padding)
 
 

@@ -46,7 +46,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ..lifting import LiftBands, LiftRegularization, check_bands
+from ..lifting import LiftBands, LiftRegularization, _check_rank, check_bands, check_channels
 
 MODES = {"learned": 0, "haar": (1, 2), "legall53": (3, 4)}
 LEARNED, HAAR_P, HAAR_U, LEGALL_P, LEGALL_U = 0, 1, 2, 3, 4
@@ -107,6 +107,12 @@ def _hidden(src_ptr, s_sc, s_sa, s_sl, ci, cmask, a, j, pmask, n, dw_ptr, db_ptr
 
 
 @triton.jit
+def _relu(h):
+    """ReLU that keeps NaN (tl.maximum would turn it into 0 and hide it from the NaN guard)."""
+    return tl.where(h < 0.0, 0.0, h)
+
+
+@triton.jit
 def _mix(src_ptr, s_sc, s_sa, s_sl, co, comask, a, j, pmask, n, C,
          dw_ptr, db_ptr, mw_ptr, mb_ptr,
          K: tl.constexpr, REFLECT: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -118,7 +124,7 @@ def _mix(src_ptr, s_sc, s_sa, s_sl, co, comask, a, j, pmask, n, C,
         cimask = ci < C
         h = _hidden(src_ptr, s_sc, s_sa, s_sl, ci, cimask, a, j, pmask, n, dw_ptr, db_ptr,
                     K, REFLECT, BLOCK_C, BLOCK_P)  # fmt: skip
-        r = tl.where(cimask[:, None] & pmask[None, :], tl.maximum(h, 0.0), 0.0)
+        r = tl.where(cimask[:, None] & pmask[None, :], _relu(h), 0.0)
         m = tl.load(mw_ptr + co[:, None] * C + ci[None, :],
                     mask=comask[:, None] & cimask[None, :], other=0.0)  # fmt: skip
         acc += tl.dot(m.to(tl.float32), r, input_precision="ieee")
@@ -210,7 +216,7 @@ def _stage_bwd_mix_kernel(
         cimask = ci < C
         h = _hidden(src, s_sc, s_sa, s_sl, ci, cimask, a, j, pmask, n, dw_ptr, db_ptr,
                     K, REFLECT, BLOCK_C, BLOCK_P)  # fmt: skip
-        r = tl.where(cimask[:, None] & pmask[None, :], tl.maximum(h, 0.0), 0.0)
+        r = tl.where(cimask[:, None] & pmask[None, :], _relu(h), 0.0)
         gm = tl.dot(gz, tl.trans(r), input_precision="ieee")
         tl.atomic_add(gmw_ptr + co[:, None] * C + ci[None, :], gm,
                       mask=comask[:, None] & cimask[None, :])  # fmt: skip
@@ -673,8 +679,9 @@ def lift_down2d(down, x: Tensor, with_reg: bool):
     """LiftDownPool2d.decompose on the kernels: x [N, C, H, W] (fp16/bf16/fp32) ->
     (LiftBands in x's dtype, LiftRegularization or None). ``seg.ops.dispatch`` sends float64
     and custom predictors to the reference."""
-    if x.dim() != 4:
-        raise ValueError(f"lift_down2d expects a 4d tensor [N, C, H, W], got {tuple(x.shape)}")
+    _check_rank(x, 4, "lift_down2d")
+    if down.predictor == "learned":
+        check_channels(down.channels, x.shape[1])
     lo, hi, sd = lift_down2d_op(x, _params(down), down.predictor, down.kernel_size)
     batch = x.shape[0]
     ll, lh, hl, hh = (t.to(x.dtype) for t in (lo[:batch], hi[:batch], lo[batch:], hi[batch:]))
@@ -685,6 +692,8 @@ def lift_down2d(down, x: Tensor, with_reg: bool):
 def lift_up2d(down, bands: LiftBands) -> Tensor:
     """LiftUpPool2d.forward on the kernels: bands (ll = the decoder feature) -> [N, C, H, W]."""
     check_bands(bands)
+    if down.predictor == "learned":
+        check_channels(down.channels, bands.ll.shape[1])
     ll, lh, hl, hh, (height, width) = bands
     x = lift_up2d_op(ll, lh, hl, hh, _params(down), down.predictor, down.kernel_size, height, width)
     return x.to(ll.dtype)
