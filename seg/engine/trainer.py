@@ -35,7 +35,7 @@ from seg.engine.distributed import all_reduce_sum, barrier, init_distributed
 from seg.engine.evaluator import evaluate, format_table, json_ready
 from seg.engine.visualize import panel
 from seg.models import build_model
-from seg.ops import lift_regularization
+from seg.ops import record_lift_regularization, set_lift_regularization
 
 log = logging.getLogger("seg")
 
@@ -279,6 +279,7 @@ def train(
     meta = data_meta(train_set, cfg.data)
 
     model: nn.Module = build_model(cfg.model).to(dist_info.device)
+    set_lift_regularization(model, tcfg.lambda_u, tcfg.lambda_p)
     if tcfg.sync_bn:
         if not dist_info.distributed:
             log.warning("train.sync_bn is on but there is one process: using plain BatchNorm")
@@ -411,25 +412,27 @@ def train(
             images, masks = next(batches)
             images = images.to(dist_info.device, non_blocking=True)
             masks = masks.to(dist_info.device, non_blocking=True)
-            with torch.autocast(
+            autocast = torch.autocast(
                 dist_info.device.type, dtype=amp_dtype, enabled=amp_dtype is not None
-            ):
+            )
+            # The LiftPool layers put their regularisers into the gradient themselves;
+            # the record holds their values, for the NaN guard and the logs.
+            with autocast, record_lift_regularization() as reg:
                 logits = net(images)
             terms = {name: w * fn(logits.float(), masks) for name, (w, fn) in losses.items()}
-            reg_u = lift_regularization(model, lambda_u=tcfg.lambda_u, lambda_p=0.0)
-            reg_p = lift_regularization(model, lambda_u=0.0, lambda_p=tcfg.lambda_p)
-            if isinstance(reg_u, Tensor):
-                terms["reg_u"], terms["reg_p"] = reg_u, reg_p
-            loss = sum(terms.values())
+            loss = sum(terms.values())  # what backward needs; the regularisers ride along
+            if reg.calls:
+                terms["reg_u"] = tcfg.lambda_u * reg.c_u
+                terms["reg_p"] = tcfg.lambda_p * reg.c_p
             # One all-reduce per step carries "a term is not finite" and "a signal arrived",
             # so every process stops at the same step.
+            finite = all(bool(torch.isfinite(t.detach())) for t in terms.values())
             flags = torch.tensor(
-                [float(not torch.isfinite(loss.detach())), float(stop.signum is not None)],
-                device=dist_info.device,
+                [float(not finite), float(stop.signum is not None)], device=dist_info.device
             )
             all_reduce_sum(flags)
             if flags[0] > 0:
-                bad = [n for n, t in terms.items() if not torch.isfinite(t.detach())] or ["loss"]
+                bad = [n for n, t in terms.items() if not torch.isfinite(t.detach())]
                 values = ", ".join(f"{n}={t.detach().item():.4g}" for n, t in terms.items())
                 last = work_dir / ckpt.LAST
                 raise TrainingDiverged(
@@ -451,7 +454,9 @@ def train(
             seen += images.shape[0] * dist_info.world_size
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix(loss=f"{loss.detach().item():.4f}", lr=f"{lr:.2e}")
+                progress.set_postfix(
+                    loss=f"{sum(terms.values()).detach().item():.4f}", lr=f"{lr:.2e}"
+                )
 
             if iteration % tcfg.log_interval == 0 or iteration == tcfg.iters:
                 values = {name: term.detach().item() for name, term in terms.items()}

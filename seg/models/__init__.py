@@ -3,10 +3,11 @@
 ``build_model({"name": "segnet", "num_classes": 21, "width": 0.25, "down": "lift", ...})``
 builds a model from a config dictionary (what the tools read from YAML).
 
-Every model maps [N, C, H, W] images of any size to [N, num_classes, H, W] logits,
-has ``regularization_loss()`` (the LiftPool regularisers of its last training
-forward, 0.0 otherwise) for the trainer, and works with ``channels_last``, CPU/GPU
-autocast, ``torch.export`` and ``torch.compile``.
+Every model maps [N, C, H, W] images of any size to [N, num_classes, H, W] logits and
+works with ``channels_last``, CPU/GPU autocast, ``torch.export`` and ``torch.compile``.
+In training mode its LiftPool layers add the paper's regularisers to the gradient of the
+loss by themselves (weights: ``seg.ops.set_lift_regularization(model, lambda_u, lambda_p)``;
+values for logging: ``seg.ops.record_lift_regularization``).
 
 ``torch.compile``: use ``dynamic=False`` (one graph per input size) when the model
 sees more than one size. With dynamic shapes, PyTorch 2.14's inductor fails on

@@ -1,5 +1,5 @@
 """Pieces the segmentation models share: conv blocks, padding to the network's stride,
-the LiftPool regulariser hook, and pretrained-weight error messages."""
+argument checks, and pretrained-weight error messages."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seg.ops import DOWNS, UPS, lift_regularization
+from seg.ops import DOWNS, UPS
 
 PAD_MODES = ("replicate", "zeros", "none")
 
@@ -48,18 +48,6 @@ def pad_to_multiple(x: Tensor, multiple: int, mode: str = "replicate") -> Tensor
     if mode == "replicate":
         return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
     return F.pad(x, (0, pad_w, 0, pad_h))
-
-
-class LiftRegularizedMixin:
-    """Gives a model ``regularization_loss()``: the LiftPool regularisers of its last forward."""
-
-    def regularization_loss(self, lambda_u: float = 0.01, lambda_p: float = 0.1) -> Tensor | float:
-        """``lambda_u * c_u + lambda_p * c_p`` summed over every LiftDownPool of the model,
-        as recorded on the last training-mode forward (a scalar tensor); 0.0 in eval mode
-        or when the model has no LiftPool layer. Add it to the task loss before backward."""
-        if not self.training:
-            return 0.0
-        return lift_regularization(self, lambda_u=lambda_u, lambda_p=lambda_p)
 
 
 def check_model_arguments(model: type, num_classes: int, pool_options: dict) -> None:

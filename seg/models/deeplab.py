@@ -42,7 +42,6 @@ from torch import Tensor, nn
 from seg.ops import build_pool_pair
 
 from .common import (
-    LiftRegularizedMixin,
     check_model_arguments,
     check_pad_mode,
     conv_bn_relu,
@@ -140,7 +139,7 @@ def _build_encoder(name: str, in_channels: int, output_stride: int, encoder_weig
     return encoder
 
 
-class DeepLabV3Plus(LiftRegularizedMixin, nn.Module):
+class DeepLabV3Plus(nn.Module):
     """DeepLabV3+ (Chen et al., 2018) with bilinear or LiftUpPool decoder upsampling.
 
     Args:

@@ -23,7 +23,6 @@ from torch import Tensor, nn
 from seg.ops import build_pool_pair
 
 from .common import (
-    LiftRegularizedMixin,
     check_model_arguments,
     check_pad_mode,
     conv_bn_relu,
@@ -51,7 +50,7 @@ def _scale(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
-class SegNet(LiftRegularizedMixin, nn.Module):
+class SegNet(nn.Module):
     """SegNet with any pooling pair of ``seg.ops`` between encoder and decoder.
 
     Args:

@@ -22,6 +22,7 @@ from .lifting import (
     LiftDownPool1d,
     LiftDownPool2d,
     LiftRegularization,
+    LiftRegularizationRecord,
     LiftUpPool1d,
     LiftUpPool2d,
     haar_predict,
@@ -30,9 +31,10 @@ from .lifting import (
     legall53_update,
     lift_down1d,
     lift_down2d,
-    lift_regularization,
     lift_up1d,
     lift_up2d,
+    record_lift_regularization,
+    set_lift_regularization,
 )
 from .lip import BottleneckLogit, LIP2d, ProjectionLogit, SoftGate, lip2d, lip2d_reference
 from .pairs import (
@@ -68,6 +70,7 @@ __all__ = [
     "LiftDownPool1d",
     "LiftDownPool2d",
     "LiftRegularization",
+    "LiftRegularizationRecord",
     "LiftUpPool1d",
     "LiftUpPool2d",
     "PoolPair",
@@ -87,7 +90,8 @@ __all__ = [
     "legall53_update",
     "lift_down1d",
     "lift_down2d",
-    "lift_regularization",
+    "record_lift_regularization",
+    "set_lift_regularization",
     "lift_up1d",
     "lift_up2d",
     "lip2d",

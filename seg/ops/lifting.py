@@ -333,6 +333,97 @@ def lift_up2d(bands: LiftBands, predict, update) -> Tensor:
     return x.to(dtype)
 
 
+# --------------------------------------------------------------------------- regulariser
+#
+# A LiftDownPool layer in training mode adds the paper's regulariser to the loss through
+# the autograd graph: its bands pass through `_AddToLoss`, an identity whose backward gives
+# the regulariser term the gradient 1, exactly as if ``lambda_u * c_u + lambda_p * c_p`` had
+# been added to the loss. So every call of every layer counts, once per call; activation
+# checkpointing (whose recomputation re-attaches the term), DDP, DataParallel replicas and
+# torch.compile need nothing special; and nothing is stored on the module, so nothing
+# outlives the step. `record_lift_regularization` collects the values for logging.
+
+
+class _AddToLoss(torch.autograd.Function):
+    """Identity on the bands; in backward, ``term`` receives gradient 1 (once per call,
+    whichever bands the loss reached)."""
+
+    @staticmethod
+    def forward(ctx, term: Tensor, *bands: Tensor):
+        ctx.term_meta = (term.shape, term.dtype, term.device)
+        return tuple(band.view_as(band) for band in bands)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        shape, dtype, device = ctx.term_meta
+        return (torch.ones(shape, dtype=dtype, device=device), *grads)
+
+
+class LiftRegularizationRecord:
+    """Regulariser values of the LiftDownPool calls made inside a `record_lift_regularization`
+    block (detached: for logging; the gradient reaches the model through the graph).
+
+    ``c_u``, ``c_p``: sums over calls; ``loss``: the weighted sum each layer added;
+    ``calls``: how many LiftDownPool calls computed one.
+    """
+
+    def __init__(self) -> None:
+        self.c_u: Tensor | float = 0.0
+        self.c_p: Tensor | float = 0.0
+        self.loss: Tensor | float = 0.0
+        self.calls = 0
+
+    def add(self, c_u: Tensor, c_p: Tensor, term: Tensor) -> None:
+        self.c_u = self.c_u + c_u.detach()
+        self.c_p = self.c_p + c_p.detach()
+        self.loss = self.loss + term.detach()
+        self.calls += 1
+
+
+_RECORDS: list[LiftRegularizationRecord] = []  # a plain list: DataParallel threads see it too
+
+
+class record_lift_regularization:  # noqa: N801  (a context manager used like a function)
+    """``with record_lift_regularization() as record: logits = model(x)``: collect the
+    regulariser values of every LiftDownPool call in the block (not under torch.compile,
+    where the gradient is still exact but values are not collected)."""
+
+    def __enter__(self) -> LiftRegularizationRecord:
+        self.record = LiftRegularizationRecord()
+        _RECORDS.append(self.record)
+        return self.record
+
+    def __exit__(self, *exc) -> None:
+        _RECORDS.remove(self.record)
+
+
+def _attach_regularization(module, reg: LiftRegularization | None, bands: tuple[Tensor, ...]):
+    """Bands that carry ``module``'s weighted regulariser into the loss's gradient."""
+    if reg is None:
+        return bands
+    term = module.lambda_u * reg.c_u + module.lambda_p * reg.c_p
+    if _RECORDS and not torch.compiler.is_compiling():
+        for record in list(_RECORDS):
+            record.add(reg.c_u, reg.c_p, term)
+    if not torch.is_grad_enabled() or not term.requires_grad:
+        return bands
+    return _AddToLoss.apply(term, *bands)
+
+
+def set_lift_regularization(model: nn.Module, lambda_u: float = 0.01, lambda_p: float = 0.1):
+    """Switch on the regulariser of every LiftDownPool layer in ``model`` with these weights
+    (the paper's by default); returns how many layers. Layers are built with it off
+    (``lambda_u = lambda_p = 0``), so a bare layer's gradient is that of its output only;
+    ``set_lift_regularization(model, 0, 0)`` switches it off again.
+    """
+    count = 0
+    for module in model.modules():
+        if isinstance(module, _LiftDownBase):
+            module.lambda_u, module.lambda_p = float(lambda_u), float(lambda_p)
+            count += 1
+    return count
+
+
 # --------------------------------------------------------------------------- modules
 
 
@@ -347,7 +438,9 @@ def _make_predictors(predictor: str, channels: int | None, kernel_size: int):
 
 
 class _LiftDownBase(nn.Module):
-    def __init__(self, channels, kernel_size, predictor, output, axes: int) -> None:
+    def __init__(
+        self, channels, kernel_size, predictor, output, axes: int, lambda_u=0.0, lambda_p=0.0
+    ) -> None:
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"unknown LiftPool output {output!r}; choose one of {OUTPUTS}")
@@ -355,7 +448,8 @@ class _LiftDownBase(nn.Module):
         self.kernel_size = kernel_size
         self.predictor = predictor
         self.output = output
-        self.regularization: LiftRegularization | None = None
+        self.lambda_u = float(lambda_u)
+        self.lambda_p = float(lambda_p)
         names = ("w", "h")[:axes] if axes == 2 else ("",)
         self._axis_names = names
         for name in names:
@@ -371,16 +465,23 @@ class _LiftDownBase(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"channels={self.channels}, kernel_size={self.kernel_size}, "
-            f"predictor={self.predictor!r}, output={self.output!r}"
+            f"predictor={self.predictor!r}, output={self.output!r}, "
+            f"lambda_u={self.lambda_u}, lambda_p={self.lambda_p}"
         )
+
+    @property
+    def _regularized(self) -> bool:
+        return self.training and (self.lambda_u != 0.0 or self.lambda_p != 0.0)
 
 
 class LiftDownPool1d(_LiftDownBase):
     """LiftPool along the last axis: [N, C, L] -> [N, C, ceil(L/2)].
 
     ``forward`` returns s (``output="LL"``) or s + d (``output="sum"``); ``decompose``
-    returns both bands. In training mode each forward records the paper's
-    regularisers in ``self.regularization`` (see :func:`lift_regularization`).
+    returns both bands. With nonzero ``lambda_u`` / ``lambda_p`` (see
+    :func:`set_lift_regularization`), every training-mode call adds ``lambda_u * c_u +
+    lambda_p * c_p`` (the paper's regularisers) to the gradient of whatever loss its
+    bands reach; :func:`record_lift_regularization` collects the values.
     """
 
     def __init__(
@@ -389,17 +490,19 @@ class LiftDownPool1d(_LiftDownBase):
         kernel_size: int = 3,
         predictor: str = "learned",
         output: str = "LL",
+        lambda_u: float = 0.0,
+        lambda_p: float = 0.0,
     ) -> None:
-        super().__init__(channels, kernel_size, predictor, output, axes=1)
+        super().__init__(channels, kernel_size, predictor, output, 1, lambda_u, lambda_p)
 
     @property
     def predictors(self) -> tuple[Predictor, Predictor]:
         return self.predict, self.update
 
     def decompose(self, x: Tensor) -> LiftBands1d:
-        bands, reg = _lift_down1d(x, self.predict, self.update, with_reg=self.training)
-        self.regularization = reg
-        return bands
+        bands, reg = _lift_down1d(x, self.predict, self.update, with_reg=self._regularized)
+        s, d = _attach_regularization(self, reg, (bands.s, bands.d))
+        return bands._replace(s=s, d=d)
 
     def forward(self, x: Tensor) -> Tensor:
         bands = self.decompose(x)
@@ -411,7 +514,10 @@ class LiftDownPool2d(_LiftDownBase):
 
     [N, C, H, W] -> [N, C, ceil(H/2), ceil(W/2)]: the LL band (``output="LL"``) or
     LL + LH + HL + HH (``output="sum"``). ``decompose(x)`` returns all four bands
-    and the input size, which :class:`LiftUpPool2d` inverts exactly.
+    and the input size, which :class:`LiftUpPool2d` inverts exactly. With nonzero
+    ``lambda_u`` / ``lambda_p`` (see :func:`set_lift_regularization`), every training-mode
+    call adds ``lambda_u * c_u + lambda_p * c_p`` (the paper's regularisers, summed over
+    the three 1d steps) to the gradient of whatever loss its bands reach.
     """
 
     def __init__(
@@ -420,8 +526,10 @@ class LiftDownPool2d(_LiftDownBase):
         kernel_size: int = 3,
         predictor: str = "learned",
         output: str = "LL",
+        lambda_u: float = 0.0,
+        lambda_p: float = 0.0,
     ) -> None:
-        super().__init__(channels, kernel_size, predictor, output, axes=2)
+        super().__init__(channels, kernel_size, predictor, output, 2, lambda_u, lambda_p)
 
     @property
     def predictors(self):
@@ -431,9 +539,9 @@ class LiftDownPool2d(_LiftDownBase):
     def decompose(self, x: Tensor) -> LiftBands:
         from .dispatch import lift_down2d as dispatched
 
-        bands, reg = dispatched(self, x, self.training)
-        self.regularization = reg
-        return bands
+        bands, reg = dispatched(self, x, self._regularized)
+        ll, lh, hl, hh = _attach_regularization(self, reg, tuple(bands[:4]))
+        return LiftBands(ll, lh, hl, hh, bands.size)
 
     def forward(self, x: Tensor) -> Tensor:
         bands = self.decompose(x)
@@ -486,20 +594,3 @@ class LiftUpPool2d(nn.Module):
         if self.down.output == "sum":
             bands = bands._replace(ll=y - bands.lh - bands.hl - bands.hh)
         return dispatched(self.down, bands)
-
-
-def lift_regularization(
-    model: nn.Module, lambda_u: float = 0.01, lambda_p: float = 0.1
-) -> Tensor | float:
-    """Weighted LiftPool regularisers ``lambda_u * c_u + lambda_p * c_p`` over a whole model.
-
-    Sums what every LiftDownPool layer recorded on its last forward in training
-    mode; returns 0.0 when there is none (eval mode, or no LiftPool layer). Add
-    it to the task loss before ``backward``.
-    """
-    total: Tensor | float = 0.0
-    for module in model.modules():
-        reg = getattr(module, "regularization", None)
-        if isinstance(module, _LiftDownBase) and reg is not None:
-            total = total + lambda_u * reg.c_u + lambda_p * reg.c_p
-    return total

@@ -42,35 +42,52 @@ class Net(nn.Module):
         self.head = nn.Conv2d(4, 2, 1)
         self.reentrant = reentrant
 
-    def body(self, x):
-        y = self.down(self.down(self.conv(x)))  # one layer, two calls
-        bands = self.side.decompose(self.conv(x))
+    def body(self, h):
+        y = self.down(self.down(h))  # one layer, two calls
+        bands = self.side.decompose(h)
         return y + 0.5 * (bands.lh + bands.hh)[..., : y.shape[-2], : y.shape[-1]].sum()
 
     def forward(self, x):
+        h = self.conv(x)
         if self.reentrant is None:
-            return self.head(self.body(x))
-        return self.head(checkpoint(self.body, x, use_reentrant=self.reentrant))
+            return self.head(self.body(h))
+        return self.head(checkpoint(self.body, h, use_reentrant=self.reentrant))
+
+
+class capture_calls:  # noqa: N801
+    """Every LiftDownPool2d call's (layer, input), through forward or decompose."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = [m for m in model.modules() if isinstance(m, ops.LiftDownPool2d)]
+        self.calls: list[tuple[nn.Module, torch.Tensor]] = []
+
+    def __enter__(self):
+        for layer in self.layers:
+            original = layer.decompose
+
+            def decompose(x, layer=layer, original=original):
+                self.calls.append((layer, x))
+                return original(x)
+
+            layer.decompose = decompose  # forward() calls self.decompose too
+        return self.calls
+
+    def __exit__(self, *exc):
+        for layer in self.layers:
+            del layer.decompose
 
 
 def _explicit_grads(model: Net, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Gradients of task + the regulariser of every call, recomputed from captured inputs."""
-    inputs: list[tuple[nn.Module, torch.Tensor]] = []
-    hooks = [
-        m.register_forward_pre_hook(lambda m, args: inputs.append((m, args[0])))
-        for m in model.modules()
-        if isinstance(m, ops.LiftDownPool2d)
-    ]
     ops.set_lift_regularization(model, 0.0, 0.0)  # the model adds nothing by itself here
     model.zero_grad()
-    task = model(x).square().mean()
+    with capture_calls(model) as inputs:
+        task = model(x).square().mean()
     reg = 0.0
     for module, inp in inputs:
         _, terms = _lift_down2d(inp, *module.predictors, with_reg=True)
         reg = reg + LAMBDA_U * terms.c_u + LAMBDA_P * terms.c_p
     (task + reg).backward()
-    for hook in hooks:
-        hook.remove()
     assert len(inputs) == 3  # down twice, side once
     return {name: p.grad.clone() for name, p in model.named_parameters()}
 
@@ -104,7 +121,9 @@ def test_every_call_counts_once_each_even_when_only_details_are_used():
     ops.set_lift_regularization(model, 0.0, 0.0)
     model.zero_grad()
     model(x).square().mean().backward()
-    assert not torch.allclose(model.down.predict_w.mix_weight.grad, expected["down.predict_w.mix_weight"])
+    assert not torch.allclose(
+        model.down.predict_w.mix_weight.grad, expected["down.predict_w.mix_weight"]
+    )
 
 
 @pytest.mark.parametrize("reentrant", [True, False])
@@ -138,15 +157,8 @@ def test_ddp(tmp_path):
 def test_recorded_values_are_the_sum_over_calls():
     model, x = _pair()
     ops.set_lift_regularization(model, LAMBDA_U, LAMBDA_P)
-    inputs = []
-    hooks = [
-        m.register_forward_pre_hook(lambda m, args: inputs.append((m, args[0])))
-        for m in (model.down, model.side)
-    ]
-    with ops.record_lift_regularization() as record:
+    with capture_calls(model) as inputs, ops.record_lift_regularization() as record:
         model(x)
-    for hook in hooks:
-        hook.remove()
     c_u = sum(_lift_down2d(i, *m.predictors, with_reg=True)[1].c_u for m, i in inputs)
     c_p = sum(_lift_down2d(i, *m.predictors, with_reg=True)[1].c_p for m, i in inputs)
     assert record.calls == 3
@@ -176,9 +188,12 @@ def test_nothing_outlives_the_step_and_eval_adds_nothing():
     assert record.calls == 0 and float(record.loss) == 0.0
 
 
-def test_defaults_are_the_papers_weights():
+def test_off_by_default_and_set_turns_on_the_papers_weights():
     down = ops.LiftDownPool2d(4)
-    assert (down.lambda_u, down.lambda_p) == (0.01, 0.1)
+    assert (down.lambda_u, down.lambda_p) == (0.0, 0.0)
+    with ops.record_lift_regularization() as record:
+        down(torch.randn(1, 4, 4, 4))
+    assert record.calls == 0  # off: not even computed
     model = nn.Sequential(ops.LiftDownPool2d(2), nn.Sequential(ops.LiftDownPool1d(2)))
-    assert ops.set_lift_regularization(model, 0.5, 0.25) == 2
-    assert all((m.lambda_u, m.lambda_p) == (0.5, 0.25) for m in (model[0], model[1][0]))
+    assert ops.set_lift_regularization(model) == 2
+    assert all((m.lambda_u, m.lambda_p) == (0.01, 0.1) for m in (model[0], model[1][0]))
