@@ -3,9 +3,11 @@
 ``SEG_OPS_BACKEND`` (read on every call, so tests can switch it):
 
 * ``auto`` (default): Triton kernels for CUDA tensors when Triton imports, the
-  reference otherwise.
+  reference otherwise, and always the reference under
+  ``torch.use_deterministic_algorithms(True)`` (the kernels' backwards use atomics).
 * ``reference``: always the reference.
-* ``triton``: always the kernels; an error if Triton is missing. With
+* ``triton``: always the kernels; an error if Triton is missing, and a backward
+  under deterministic mode raises as PyTorch's non-deterministic ops do. With
   ``TRITON_INTERPRET=1`` set before Triton is imported, the kernels run on CPU
   tensors through Triton's interpreter (how CI checks them without a GPU).
 """
@@ -54,6 +56,8 @@ def use_triton(*tensors: Tensor) -> bool:
     name = backend()
     if name == "reference":
         return False
+    if name == "auto" and torch.are_deterministic_algorithms_enabled():
+        return False  # the kernels' backwards accumulate with atomics; the reference does not
     kernels = triton_kernels()
     if name == "triton":
         if kernels is None:

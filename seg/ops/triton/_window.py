@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .._checks import alert_not_deterministic
 from .._window import output_size, pool_params
 
 
@@ -229,6 +230,8 @@ def window_pool_bwd(
     n, c, h, w = values.shape
     overlap = stride[0] < kernel[0] or stride[1] < kernel[1]
     # Overlapping windows accumulate with fp32 atomics; otherwise every position has one writer.
+    if overlap:
+        alert_not_deterministic("seg::soft_pool2d/lip2d backward with overlapping windows")
     acc_dtype = torch.float32 if overlap else None
     grad_logits = torch.zeros_like(logits_t, dtype=acc_dtype or logits_t.dtype)
     grad_values = grad_logits if same else torch.zeros_like(values, dtype=acc_dtype or values.dtype)

@@ -46,6 +46,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .._checks import alert_not_deterministic
 from ..lifting import LiftBands, LiftRegularization, _check_rank, check_bands, check_channels
 
 MODES = {"learned": 0, "haar": (1, 2), "legall53": (3, 4)}
@@ -77,8 +78,15 @@ def _tap(j, t: tl.constexpr, n, PAD: tl.constexpr, REFLECT: tl.constexpr):
 
 
 @triton.jit
+def _channels(first, BLOCK_C: tl.constexpr):
+    """Channel indices in int64: ``channel * stride`` passes 2^31 on large tensors."""
+    return tl.arange(0, BLOCK_C).to(tl.int64) + first
+
+
+@triton.jit
 def _pixels(pid, A, n, A_FASTEST: tl.constexpr, BLOCK_P: tl.constexpr):
-    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+    """Flat pixel p -> (other-axis index a, lifting index j), both int64 for the offsets."""
+    p = pid.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P).to(tl.int64)
     if A_FASTEST:  # the lifting axis is H: neighbouring lanes walk along W
         a = p % A
         j = p // A
@@ -120,7 +128,7 @@ def _mix(src_ptr, s_sc, s_sa, s_sl, co, comask, a, j, pmask, n, C,
     """Pre-Tanh output of the learned predictor for output channels co: [BLOCK_C, BLOCK_P]."""
     acc = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
     for c0 in range(0, C, BLOCK_C):
-        ci = c0 + tl.arange(0, BLOCK_C)
+        ci = _channels(c0, BLOCK_C)
         cimask = ci < C
         h = _hidden(src_ptr, s_sc, s_sa, s_sl, ci, cimask, a, j, pmask, n, dw_ptr, db_ptr,
                     K, REFLECT, BLOCK_C, BLOCK_P)  # fmt: skip
@@ -164,7 +172,7 @@ def _stage_fwd_kernel(
     """out[b, c, a, j*o_step+o_off] = base[b, c, a, min(j*b_step+b_off, b_lim)] + SIGN * F(src)[j]."""
     b = tl.program_id(1).to(tl.int64)
     p, a, j, pmask = _pixels(tl.program_id(0), A, n, A_FASTEST, BLOCK_P)
-    co = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    co = _channels(tl.program_id(2) * BLOCK_C, BLOCK_C)
     cmask = co < C
     src = src_ptr + b * s_sb
     if MODE == 0:
@@ -197,7 +205,7 @@ def _stage_bwd_mix_kernel(
     dL/dmix_bias and dL/dmix_weight (= dL/dz @ relu(h)^T) accumulated atomically."""
     b = tl.program_id(1).to(tl.int64)
     p, a, j, pmask = _pixels(tl.program_id(0), A, n, A_FASTEST, BLOCK_P)
-    co = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    co = _channels(tl.program_id(2) * BLOCK_C, BLOCK_C)
     comask = co < C
     src = src_ptr + b * s_sb
     z = _mix(src, s_sc, s_sa, s_sl, co, comask, a, j, pmask, n, C,
@@ -212,7 +220,7 @@ def _stage_bwd_mix_kernel(
              mask=comask[:, None] & pmask[None, :])  # fmt: skip
     tl.atomic_add(gmb_ptr + co, tl.sum(gz, axis=1), mask=comask)
     for c0 in range(0, C, BLOCK_C):
-        ci = c0 + tl.arange(0, BLOCK_C)
+        ci = _channels(c0, BLOCK_C)
         cimask = ci < C
         h = _hidden(src, s_sc, s_sa, s_sl, ci, cimask, a, j, pmask, n, dw_ptr, db_ptr,
                     K, REFLECT, BLOCK_C, BLOCK_P)  # fmt: skip
@@ -236,7 +244,7 @@ def _stage_bwd_src_kernel(
     """Stage backward into src and base (fp32 buffers, atomics), and the depthwise weights."""
     b = tl.program_id(1).to(tl.int64)
     p, a, j, pmask = _pixels(tl.program_id(0), A, n, A_FASTEST, BLOCK_P)
-    c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c = _channels(tl.program_id(2) * BLOCK_C, BLOCK_C)
     cmask = c < C
     mask = cmask[:, None] & pmask[None, :]
     ol = j * o_step + o_off
@@ -252,7 +260,7 @@ def _stage_bwd_src_kernel(
         # dL/drelu(h) = mix_weight^T @ dL/dz, over blocks of output channels
         gr = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
         for c0 in range(0, C, BLOCK_C):
-            co = c0 + tl.arange(0, BLOCK_C)
+            co = _channels(c0, BLOCK_C)
             comask = co < C
             mt = tl.load(mw_ptr + co[None, :] * C + c[:, None],
                          mask=cmask[:, None] & comask[None, :], other=0.0)  # fmt: skip
@@ -288,6 +296,7 @@ def _stage_bwd_src_kernel(
 # --------------------------------------------------------------------------- launchers
 
 BLOCK_P = 64
+MAX_GRID_BATCH = 65535  # CUDA's limit on grid axes 1 and 2
 
 
 def _axis_strides(t: Tensor, axis: str) -> tuple[int, int, int, int]:
@@ -317,6 +326,10 @@ def _blocks(mode: int, channels: int) -> int:
     return min(16, triton.next_power_of_2(channels))
 
 
+def _rows(t: Tensor | None, start: int, end: int) -> Tensor | None:
+    return None if t is None else t[start:end]
+
+
 class Stage:
     """out = base + sign * F(src) along one axis of [B, C, A, L] views (see the module doc)."""
 
@@ -325,6 +338,19 @@ class Stage:
         self.src, self.base, self.out = src, base, out
         self.base_map = base_map  # (step, offset, clamp limit) of base's lifting index
         self.out_map = out_map  # (step, offset, mask limit) of out's lifting index
+
+    def batch_chunks(self):
+        """Stages over at most ``MAX_GRID_BATCH`` images each: the batch is grid axis 1,
+        which CUDA caps at 65535 (the vertical stages run on 2N images)."""
+        batch = self.src.shape[0]
+        if batch <= MAX_GRID_BATCH:
+            yield 0, self
+            return
+        for start in range(0, batch, MAX_GRID_BATCH):
+            end = min(batch, start + MAX_GRID_BATCH)
+            part = [_rows(t, start, end) for t in (self.src, self.base, self.out)]
+            yield start, Stage(self.pred, self.sign, self.axis, self.n, *part,
+                               self.base_map, self.out_map)  # fmt: skip
 
     def geometry(self):
         batch, channels = self.src.shape[:2]
@@ -344,6 +370,10 @@ class Stage:
         )
 
     def forward(self) -> None:
+        if self.src.shape[0] > MAX_GRID_BATCH:
+            for _, part in self.batch_chunks():
+                part.forward()
+            return
         _, channels, other, block_c, grid = self.geometry()
         if other * self.n == 0:
             return
@@ -358,6 +388,12 @@ class Stage:
 
     def backward(self, grad_out, grad_src, grad_base, grad_weights, work: Tensor) -> None:
         """Accumulate into grad_src, grad_base (fp32) and grad_weights from grad_out."""
+        if self.src.shape[0] > MAX_GRID_BATCH:
+            for start, part in self.batch_chunks():
+                end = start + part.src.shape[0]
+                grads = (_rows(t, start, end) for t in (grad_out, grad_src, grad_base))
+                part.backward(*grads, grad_weights, work)  # work is reused chunk after chunk
+            return
         batch, channels, other, block_c, grid = self.geometry()
         if other * self.n == 0:
             return
@@ -497,6 +533,7 @@ def lift_down2d_backward_op(
     kernel_size: int,
 ) -> list[Tensor]:
     """[grad x, grad of each parameter]: recomputes s, d and the high bands from x."""
+    alert_not_deterministic("seg::lift_down2d_backward")
     band_shape, sd_shape = _band_shapes(x)
     cd = _compute_dtype(x)
     preds = _predictors(params, predictor, kernel_size)
@@ -591,6 +628,7 @@ def lift_up2d_backward_op(
     kernel_size: int,
 ) -> list[Tensor]:
     """[grad ll, lh, hl, hh, grad of each parameter]: recomputes s, d and x's even columns."""
+    alert_not_deterministic("seg::lift_up2d_backward")
     batch, channels, height, width = grad.shape
     cd = _compute_dtype(ll)
     sd = torch.empty((2 * batch, channels, height, ll.shape[-1]), device=ll.device, dtype=cd)

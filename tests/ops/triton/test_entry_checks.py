@@ -135,3 +135,108 @@ def test_lift_pair_is_exact_for_either_output(backend, output):
 
     line = torch.randn(2, 3, 9, dtype=torch.float64, device=backend)
     torch.testing.assert_close(LiftUpPool1d(down)(down(line), down.decompose(line)), line)
+
+
+def _huge_stride_view(shape, channel_stride, dtype=torch.float16):
+    """[N, C, H, W] view whose channel stride is huge: offsets pass 2^31 while the tensor is
+    tiny (the storage is allocated lazily: only the touched pages become memory)."""
+    n, c, h, w = shape
+    storage = torch.empty(channel_stride * c + h * w, dtype=dtype)
+    view = storage.as_strided(shape, (0, channel_stride, w, 1))
+    view.copy_(torch.randn(shape))
+    return view
+
+
+@pytest.mark.parametrize("predictor", ["learned", "haar"])
+def test_offsets_past_2_31_are_int64(triton_backend, predictor, monkeypatch):
+    if triton_backend != "cpu":
+        pytest.skip("the GPU run has its own large-tensor test")
+    x = _huge_stride_view((1, 3, 2, 4), 2**30).requires_grad_()
+    down = LiftDownPool2d(3, predictor=predictor)
+    if predictor == "learned":
+        randomise_(down)
+    bands = down.decompose(x)
+    grads_out = [torch.randn_like(b) for b in bands[:4]]
+    grad = torch.autograd.grad(sum((g * b).sum() for g, b in zip(grads_out, bands[:4])), x)[0]
+    up_in = _huge_stride_view((1, 3, 1, 2), 2**30)
+    out = LiftUpPool2d(down)(up_in, bands)
+    monkeypatch.setenv("SEG_OPS_BACKEND", "reference")
+    small = x.detach().float().contiguous().requires_grad_()
+    ref = down.decompose(small)
+    ref_grad = torch.autograd.grad(
+        sum((g.float() * b).sum() for g, b in zip(grads_out, ref[:4])), small
+    )[0]
+    for band, expected in zip(bands[:4], ref[:4]):
+        torch.testing.assert_close(band.float(), expected, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(grad.float(), ref_grad, atol=2e-2, rtol=2e-2)
+    ref_out = LiftUpPool2d(down)(up_in.float().contiguous(), ref)
+    torch.testing.assert_close(out.float(), ref_out, atol=2e-2, rtol=2e-2)
+
+
+def randomise_(module):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+
+
+class _GridSpy:
+    """Stands in for a Triton kernel: records each launch grid, then launches."""
+
+    def __init__(self, kernel, grids):
+        self.kernel, self.grids = kernel, grids
+
+    def __getitem__(self, grid):
+        self.grids.append(tuple(grid))
+        return self.kernel[grid]
+
+
+def test_batch_axis_of_the_grid_stays_within_the_limit(triton_backend, monkeypatch):
+    import seg.ops.triton.lifting as kernels
+
+    down = _learned(3, triton_backend)
+    x = torch.randn(3, 3, 5, 6, device=triton_backend, requires_grad=True)
+    bands = down.decompose(x)
+    feature = torch.randn_like(bands.ll, requires_grad=True)
+    expected = LiftUpPool2d(down)(feature, bands)
+    expected_grads = torch.autograd.grad(expected.square().sum(), [x, feature])
+
+    grids = []
+    limit = 2  # stands for CUDA's 65535: the vertical stages see 2N = 6 images
+    monkeypatch.setattr(kernels, "MAX_GRID_BATCH", limit)
+    for name in ("_stage_fwd_kernel", "_stage_bwd_mix_kernel", "_stage_bwd_src_kernel"):
+        monkeypatch.setattr(kernels, name, _GridSpy(getattr(kernels, name), grids))
+    bands = down.decompose(x)
+    out = LiftUpPool2d(down)(feature, bands)
+    grads = torch.autograd.grad(out.square().sum(), [x, feature])
+    assert grids and max(grid[1] for grid in grids) <= limit
+    torch.testing.assert_close(out, expected)
+    for grad, ref in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, ref)
+
+
+@pytest.fixture
+def deterministic():
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+def test_deterministic_mode_raises_on_forced_kernels(triton_backend, deterministic):
+    down = _learned(3, triton_backend)
+    x = torch.randn(2, 3, 4, 6, device=triton_backend, requires_grad=True)
+    out = down(x)  # the forward has no atomics
+    with pytest.raises(RuntimeError, match="does not have a deterministic implementation"):
+        out.sum().backward()
+    pooled = soft_pool2d(x, 3, stride=1)  # overlapping windows: atomics in the backward
+    with pytest.raises(RuntimeError, match="does not have a deterministic implementation"):
+        pooled.sum().backward()
+    soft_pool2d(x, 2).sum().backward()  # one writer per position: deterministic, allowed
+
+
+def test_deterministic_mode_takes_the_reference_under_auto(monkeypatch, deterministic):
+    from seg.ops import dispatch
+
+    monkeypatch.setenv("SEG_OPS_BACKEND", "auto")
+    monkeypatch.setattr(dispatch, "triton_kernels", lambda: pytest.fail("kernels were used"))
+    x = torch.randn(1, 2, 4, 4)
+    assert not dispatch.use_triton(x.cuda() if torch.cuda.is_available() else x)
