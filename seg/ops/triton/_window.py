@@ -187,7 +187,9 @@ def window_geometry(x: Tensor, kernel_size, stride, padding):
     return kernel, stride, padding, out
 
 
-def _empty_like_layout(x: Tensor, shape, dtype) -> Tensor:
+def empty_pooled(x: Tensor, shape, dtype) -> Tensor:
+    """The pooled output of ``x``: channels_last when ``x`` is, else contiguous (the kernel
+    and its fake implementation both allocate through here, so their strides agree)."""
     fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
     return torch.empty(shape, device=x.device, dtype=dtype, memory_format=fmt)
 
@@ -201,7 +203,7 @@ def window_pool_fwd(values: Tensor, logits: Tensor | None, kernel, stride, paddi
     logits = values if same else logits
     kernel, stride, padding, (ho, wo) = window_geometry(values, kernel, stride, padding)
     n, c, h, w = values.shape
-    y = _empty_like_layout(values, (n, c, ho, wo), values.dtype)
+    y = empty_pooled(values, (n, c, ho, wo), values.dtype)
     total = y.numel()
     if total == 0:
         return y

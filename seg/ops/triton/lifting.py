@@ -542,7 +542,7 @@ def lift_down2d_backward_op(
     stages = _down_stages(x, sd, None, hi, preds)
     for stage in stages[:3]:
         stage.forward()
-    g_x = torch.zeros(x.shape, device=x.device, dtype=cd)
+    g_x = torch.zeros_like(x, dtype=cd)  # x's layout, as the fake implementation says
     g_sd = torch.zeros(sd_shape, device=x.device, dtype=cd) if grad_sd is None else grad_sd.to(cd)
     g_sd = g_sd.clone() if g_sd is grad_sd else g_sd
     g_hi = grad_hi.to(cd, copy=True).contiguous()
@@ -640,7 +640,7 @@ def lift_up2d_backward_op(
         stage.forward()
     g_x = grad.to(cd, copy=True).contiguous()
     g_sd = torch.zeros_like(sd)
-    g_bands = [torch.zeros(b.shape, device=b.device, dtype=cd) for b in bands]
+    g_bands = [torch.zeros_like(b, dtype=cd) for b in bands]  # each band's layout, as the fake
     g_w = _weight_grads(params)
     work = torch.empty(sd.numel(), device=ll.device, dtype=torch.float32) if params else g_x
     g_s, g_d = g_sd[:batch], g_sd[batch:]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._window import window_geometry, window_pool_bwd, window_pool_fwd
+from ._window import empty_pooled, window_geometry, window_pool_bwd, window_pool_fwd
 
 
 @torch.library.custom_op("seg::lip2d", mutates_args=())
@@ -25,7 +25,7 @@ def lip2d_op(
 @lip2d_op.register_fake
 def _(x, logit, kernel, stride, padding):
     _, _, _, (ho, wo) = window_geometry(x, kernel, stride, padding)
-    return x.new_empty((x.shape[0], x.shape[1], ho, wo))
+    return empty_pooled(x, (x.shape[0], x.shape[1], ho, wo), x.dtype)
 
 
 @torch.library.custom_op("seg::lip2d_backward", mutates_args=())
