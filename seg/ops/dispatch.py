@@ -1,4 +1,7 @@
-"""Chooses, per call, the fused GPU kernel or the PyTorch reference of an operator.
+"""Answers one question per call: the fused GPU kernel, or the PyTorch reference?
+
+A leaf: it imports torch only (the kernel module lazily). Each operator asks
+`use_triton` and calls `triton_kernels()` or its own reference.
 
 ``SEG_OPS_BACKEND`` (read on every call, so tests can switch it):
 
@@ -72,59 +75,3 @@ def use_triton(*tensors: Tensor) -> bool:
             )
         return all(t.dtype in KERNEL_DTYPES for t in tensors)
     return kernels is not None and all(t.is_cuda and t.dtype in KERNEL_DTYPES for t in tensors)
-
-
-def soft_pool2d(x: Tensor, kernel_size, stride, padding) -> Tensor:
-    if use_triton(x):
-        return triton_kernels().soft_pool2d(x, kernel_size, stride, padding)
-    from .softpool import soft_pool2d_reference
-
-    return soft_pool2d_reference(x, kernel_size, stride, padding)
-
-
-def lip2d(x: Tensor, logit: Tensor, kernel_size, stride, padding) -> Tensor:
-    if use_triton(x, logit):
-        return triton_kernels().lip2d(x, logit, kernel_size, stride, padding)
-    from .lip import lip2d_reference
-
-    return lip2d_reference(x, logit, kernel_size, stride, padding)
-
-
-def _stock_predictors(down) -> bool:
-    """Whether ``down`` still has the predictors its ``predictor`` name promises.
-
-    The kernels implement the stock learned/haar/legall53 predictors; a user who
-    swapped in a module of their own gets the reference, which calls it.
-    """
-    from .lifting import FIXED_PREDICTORS, LearnedPredictor
-
-    (pw, ph), (uw, uh) = down.predictors
-    if down.predictor == "learned":
-        # The kernels read kernel_size and channels from the layer: every predictor must agree.
-        return all(
-            type(p) is LearnedPredictor
-            and p.kernel_size == down.kernel_size
-            and p.channels == down.channels
-            for p in (pw, ph, uw, uh)
-        )
-    stock = FIXED_PREDICTORS.get(down.predictor)
-    return stock is not None and (pw, uw) == stock and (ph, uh) == stock
-
-
-def lift_down2d(down, x: Tensor, with_reg: bool):
-    """LiftDownPool2d.decompose: (LiftBands, LiftRegularization or None)."""
-    if use_triton(x) and _stock_predictors(down):
-        return triton_kernels().lift_down2d(down, x, with_reg)
-    from .lifting import _lift_down2d
-
-    predict, update = down.predictors
-    return _lift_down2d(x, predict, update, with_reg)
-
-
-def lift_up2d(down, bands) -> Tensor:
-    """LiftUpPool2d.forward with ``bands.ll`` already replaced by the decoder feature."""
-    if use_triton(bands.ll) and _stock_predictors(down):
-        return triton_kernels().lift_up2d(down, bands)
-    from .lifting import lift_up2d as reference
-
-    return reference(bands, *down.predictors)

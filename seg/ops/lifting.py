@@ -35,43 +35,27 @@ results cast back, with autocast disabled inside the operator.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_float
+from .common import (
+    LiftBands,
+    LiftBands1d,
+    LiftRegularization,
+    check_bands,
+    check_channels,
+    check_float,
+    check_rank,
+    compute_dtype,
+)
+from .dispatch import triton_kernels, use_triton
 
 Predictor = Callable[[Tensor], Tensor]
 
 PREDICTORS = ("learned", "haar", "legall53")
 OUTPUTS = ("LL", "sum")
-
-
-class LiftBands(NamedTuple):
-    """Sub-bands of a 2d lifting step, each [N, C, ceil(H/2), ceil(W/2)]."""
-
-    ll: Tensor
-    lh: Tensor
-    hl: Tensor
-    hh: Tensor
-    size: tuple[int, int]
-
-
-class LiftBands1d(NamedTuple):
-    """Sub-bands of a 1d lifting step, each [N, C, ceil(L/2)]."""
-
-    s: Tensor
-    d: Tensor
-    size: int
-
-
-class LiftRegularization(NamedTuple):
-    """The paper's regularisers: c_u = mean((s - x_o)^2), c_p = mean(d^2), summed over steps."""
-
-    c_u: Tensor
-    c_p: Tensor
 
 
 # --------------------------------------------------------------------------- predictors
@@ -160,10 +144,6 @@ class LearnedPredictor(nn.Module):
 # --------------------------------------------------------------------------- functional core
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-
-
 def _autocast_off(x: Tensor):
     return torch.autocast(device_type=x.device.type, enabled=False)
 
@@ -208,29 +188,22 @@ def _pair(fn: Predictor | tuple[Predictor, Predictor]) -> tuple[Predictor, Predi
     return fn, fn
 
 
-def _check_rank(x: Tensor, rank: int, name: str) -> None:
-    check_float(x, name)
-    if x.dim() != rank:
-        layout = {3: "[N, C, L]", 4: "[N, C, H, W]"}[rank]
-        raise ValueError(f"{name} expects a {rank}d tensor {layout}, got shape {tuple(x.shape)}")
-
-
 def _lift_down1d(x: Tensor, predict: Predictor, update: Predictor, with_reg: bool):
-    _check_rank(x, 3, "lift_down1d")
+    check_rank(x, 3, "lift_down1d")
     dtype = x.dtype
     with _autocast_off(x):
-        s, d, c_u, c_p = _lift_step(x.to(_compute_dtype(x)), predict, update, with_reg)
+        s, d, c_u, c_p = _lift_step(x.to(compute_dtype(x)), predict, update, with_reg)
     bands = LiftBands1d(s.to(dtype), d.to(dtype), x.shape[-1])
     return bands, (LiftRegularization(c_u, c_p) if with_reg else None)
 
 
 def _lift_down2d(x: Tensor, predict, update, with_reg: bool):
-    _check_rank(x, 4, "lift_down2d")
+    check_rank(x, 4, "lift_down2d")
     predict_w, predict_h = _pair(predict)
     update_w, update_h = _pair(update)
     dtype = x.dtype
     with _autocast_off(x):
-        x = x.to(_compute_dtype(x))
+        x = x.to(compute_dtype(x))
         s, d, cu_w, cp_w = _lift_step(x, predict_w, update_w, with_reg)
         ll, lh, cu_s, cp_s = _lift_step(s.transpose(-1, -2), predict_h, update_h, with_reg)
         hl, hh, cu_d, cp_d = _lift_step(d.transpose(-1, -2), predict_h, update_h, with_reg)
@@ -264,7 +237,7 @@ def lift_up1d(bands: LiftBands1d, predict: Predictor, update: Predictor) -> Tens
         )
     dtype = s.dtype
     with _autocast_off(s):
-        cd = _compute_dtype(s)
+        cd = compute_dtype(s)
         x = _unlift_step(s.to(cd), d.to(cd), predict, update, length)
     return x.to(dtype)
 
@@ -281,38 +254,6 @@ def lift_down2d(x: Tensor, predict, update) -> LiftBands:
     return _lift_down2d(x, predict, update, with_reg=False)[0]
 
 
-def check_bands(bands: LiftBands) -> None:
-    """The LL stand-in must have the shape of the detail bands, and ``size`` must be the
-    size those bands came from (``ceil(size / 2)`` each way), or the inverse would read or
-    write outside them."""
-    check_float(bands.ll, "LiftUpPool")
-    for name in ("lh", "hl", "hh"):
-        band = getattr(bands, name)
-        if band.shape != bands.ll.shape:
-            raise ValueError(
-                f"LiftUpPool: feature of shape {tuple(bands.ll.shape)} does not match the stored "
-                f"{name} band {tuple(band.shape)}: upsample the feature its own LiftDownPool made"
-            )
-    if bands.ll.dim() != 4:
-        raise ValueError(f"LiftUpPool expects [N, C, h, w] bands, got {tuple(bands.ll.shape)}")
-    height, width = bands.size
-    expected = ((height + 1) // 2, (width + 1) // 2)
-    if tuple(bands.ll.shape[-2:]) != expected:
-        raise ValueError(
-            f"LiftUpPool: bands of {tuple(bands.ll.shape[-2:])} cannot come from size "
-            f"{tuple(bands.size)} (that gives {expected}): keep the size decompose() returned"
-        )
-
-
-def check_channels(expected: int | None, got: int) -> None:
-    """A learned predictor's weights are per channel: the input must have as many."""
-    if expected is not None and got != expected:
-        raise ValueError(
-            f"LiftPool predictor built for {expected} channels got {got}: "
-            "build the layer with the channel count of its input"
-        )
-
-
 def lift_up2d(bands: LiftBands, predict, update) -> Tensor:
     """Exact inverse of :func:`lift_down2d`: returns [N, C, H, W] with (H, W) = bands.size.
 
@@ -325,7 +266,7 @@ def lift_up2d(bands: LiftBands, predict, update) -> Tensor:
     ll, lh, hl, hh, (height, width) = bands
     dtype = ll.dtype
     with _autocast_off(ll):
-        cd = _compute_dtype(ll)
+        cd = compute_dtype(ll)
         ll, lh, hl, hh = (b.to(cd).transpose(-1, -2) for b in (ll, lh, hl, hh))
         s = _unlift_step(ll, lh, predict_h, update_h, height).transpose(-1, -2)
         d = _unlift_step(hl, hh, predict_h, update_h, height).transpose(-1, -2)
@@ -536,10 +477,48 @@ class LiftDownPool2d(_LiftDownBase):
         """((predict_w, predict_h), (update_w, update_h)) for the functional forms."""
         return (self.predict_w, self.predict_h), (self.update_w, self.update_h)
 
-    def decompose(self, x: Tensor) -> LiftBands:
-        from .dispatch import lift_down2d as dispatched
+    def kernel_parameters(self) -> list[Tensor]:
+        """The learned predictors' tensors in the kernels' order (w: P, U; h: P, U), each
+        as depthwise weight, depthwise bias, mix weight, mix bias; [] for fixed wavelets."""
+        if self.predictor != "learned":
+            return []
+        return [
+            tensor
+            for module in (self.predict_w, self.update_w, self.predict_h, self.update_h)
+            for tensor in (
+                module.depthwise_weight,
+                module.depthwise_bias,
+                module.mix_weight,
+                module.mix_bias,
+            )
+        ]
 
-        bands, reg = dispatched(self, x, self._regularized)
+    def kernel_ready(self, *tensors: Tensor) -> bool:
+        """Whether this call can run on the kernels: they implement the stock predictors the
+        layer was built with, so a swapped-in module, or a LearnedPredictor of another kernel
+        size or channel count, goes to the reference (which just calls it)."""
+        if not use_triton(*tensors):
+            return False
+        (pw, ph), (uw, uh) = self.predictors
+        if self.predictor == "learned":
+            return all(
+                type(p) is LearnedPredictor
+                and p.kernel_size == self.kernel_size
+                and p.channels == self.channels
+                for p in (pw, ph, uw, uh)
+            )
+        stock = FIXED_PREDICTORS.get(self.predictor)
+        return stock is not None and (pw, uw) == stock and (ph, uh) == stock
+
+    def decompose(self, x: Tensor) -> LiftBands:
+        with_reg = self._regularized
+        if self.kernel_ready(x):
+            bands, reg = triton_kernels().lift_down2d(
+                x, self.kernel_parameters(), self.predictor, self.kernel_size, self.channels,
+                with_reg,
+            )  # fmt: skip
+        else:
+            bands, reg = _lift_down2d(x, *self.predictors, with_reg)
         ll, lh, hl, hh = _attach_regularization(self, reg, tuple(bands[:4]))
         return LiftBands(ll, lh, hl, hh, bands.size)
 
@@ -587,10 +566,13 @@ class LiftUpPool2d(nn.Module):
         self.down = down  # registered: tied parameters, moved and saved with this module
 
     def forward(self, y: Tensor, bands: LiftBands) -> Tensor:
-        from .dispatch import lift_up2d as dispatched
-
         bands = bands._replace(ll=y)
         check_bands(bands)
         if self.down.output == "sum":
             bands = bands._replace(ll=y - bands.lh - bands.hl - bands.hh)
-        return dispatched(self.down, bands)
+        down = self.down
+        if down.kernel_ready(bands.ll):
+            return triton_kernels().lift_up2d(
+                bands, down.kernel_parameters(), down.predictor, down.kernel_size, down.channels
+            )
+        return lift_up2d(bands, *down.predictors)

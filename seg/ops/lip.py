@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_float
 from ._window import window_softmax_pool
+from .common import check_float
+from .dispatch import triton_kernels, use_triton
 
 LOGIT_MODULES = ("projection", "bottleneck")
 
@@ -102,10 +103,10 @@ def lip2d(x: Tensor, logit: Tensor, kernel_size=3, stride=2, padding=1) -> Tenso
         [N, C, H_out, W_out] (output size as ``avg_pool2d``) in x's dtype: the
         ``exp(logit)``-weighted mean of each window's valid positions.
     """
-    from .dispatch import lip2d as dispatched
-
     _check(x, logit)
-    return dispatched(x, logit, kernel_size, stride, padding)
+    if use_triton(x, logit):
+        return triton_kernels().lip2d(x, logit, kernel_size, stride, padding)
+    return window_softmax_pool(x, logit, kernel_size, stride, padding)
 
 
 def build_logit_module(name: str, channels: int) -> nn.Module:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._checks import check_float
 from ._window import window_softmax_pool
+from .common import check_float
+from .dispatch import triton_kernels, use_triton
 
 
 def _check(x: Tensor, dims: int) -> None:
@@ -37,10 +38,10 @@ def soft_pool1d(x: Tensor, kernel_size=2, stride=None, padding=0) -> Tensor:
 
 def soft_pool2d(x: Tensor, kernel_size=2, stride=None, padding=0) -> Tensor:
     """SoftPool over [N, C, H, W] -> [N, C, H_out, W_out] (output size as ``max_pool2d``)."""
-    from .dispatch import soft_pool2d as dispatched
-
     _check(x, 2)
-    return dispatched(x, kernel_size, stride, padding)
+    if use_triton(x):
+        return triton_kernels().soft_pool2d(x, kernel_size, stride, padding)
+    return window_softmax_pool(x, x, kernel_size, stride, padding)
 
 
 def soft_pool3d(x: Tensor, kernel_size=2, stride=None, padding=0) -> Tensor:

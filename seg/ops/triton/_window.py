@@ -23,8 +23,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .._checks import alert_not_deterministic
 from .._window import output_size, pool_params
+from ..common import alert_not_deterministic
 
 
 @triton.jit

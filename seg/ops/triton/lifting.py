@@ -46,8 +46,15 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .._checks import alert_not_deterministic
-from ..lifting import LiftBands, LiftRegularization, _check_rank, check_bands, check_channels
+from ..common import (
+    LiftBands,
+    LiftRegularization,
+    alert_not_deterministic,
+    check_bands,
+    check_channels,
+    check_rank,
+    compute_dtype,
+)
 
 MODES = {"learned": 0, "haar": (1, 2), "legall53": (3, 4)}
 LEARNED, HAAR_P, HAAR_U, LEGALL_P, LEGALL_U = 0, 1, 2, 3, 4
@@ -474,10 +481,6 @@ def _up_stages(bands, sd, x, preds, height, width):
     return stages
 
 
-def _compute_dtype(t: Tensor) -> torch.dtype:
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
-
-
 def _weight_grads(params: list[Tensor]) -> list[Tensor]:
     return [torch.zeros(p.shape, device=p.device, dtype=torch.float32) for p in params]
 
@@ -502,7 +505,7 @@ def lift_down2d_op(
     """x [N, C, H, W] -> (lo = [LL; HL], hi = [LH; HH]: [2N, C, h, w]; sd = [s; d]: [2N, C, H, w]),
     all float32 (the compute dtype); h, w = ceil(H/2), ceil(W/2)."""
     band_shape, sd_shape = _band_shapes(x)
-    cd = _compute_dtype(x)
+    cd = compute_dtype(x)
     lo = torch.empty(band_shape, device=x.device, dtype=cd)
     hi = torch.empty(band_shape, device=x.device, dtype=cd)
     sd = torch.empty(sd_shape, device=x.device, dtype=cd)
@@ -514,7 +517,7 @@ def lift_down2d_op(
 @lift_down2d_op.register_fake
 def _(x, params, predictor, kernel_size):
     band_shape, sd_shape = _band_shapes(x)
-    cd = _compute_dtype(x)
+    cd = compute_dtype(x)
     return (
         x.new_empty(band_shape, dtype=cd),
         x.new_empty(band_shape, dtype=cd),
@@ -535,7 +538,7 @@ def lift_down2d_backward_op(
     """[grad x, grad of each parameter]: recomputes s, d and the high bands from x."""
     alert_not_deterministic("seg::lift_down2d_backward")
     band_shape, sd_shape = _band_shapes(x)
-    cd = _compute_dtype(x)
+    cd = compute_dtype(x)
     preds = _predictors(params, predictor, kernel_size)
     sd = torch.empty(sd_shape, device=x.device, dtype=cd)
     hi = torch.empty(band_shape, device=x.device, dtype=cd)
@@ -576,7 +579,7 @@ def _down_setup(ctx, inputs, output):
 def _down_backward(ctx, grad_lo, grad_hi, grad_sd):
     x, *params = ctx.saved_tensors
     band_shape, _ = _band_shapes(x)
-    cd = _compute_dtype(x)
+    cd = compute_dtype(x)
     if grad_lo is None:
         grad_lo = x.new_zeros(band_shape, dtype=cd)
     if grad_hi is None:
@@ -602,7 +605,7 @@ def lift_up2d_op(
 ) -> Tensor:
     """Bands [N, C, ceil(H/2), ceil(W/2)] -> x [N, C, H, W] in float32 (the compute dtype)."""
     batch, channels = ll.shape[:2]
-    cd = _compute_dtype(ll)
+    cd = compute_dtype(ll)
     sd = torch.empty((2 * batch, channels, height, ll.shape[-1]), device=ll.device, dtype=cd)
     x = torch.empty((batch, channels, height, width), device=ll.device, dtype=cd)
     preds = _predictors(params, predictor, kernel_size)
@@ -613,7 +616,7 @@ def lift_up2d_op(
 
 @lift_up2d_op.register_fake
 def _(ll, lh, hl, hh, params, predictor, kernel_size, height, width):
-    return ll.new_empty((ll.shape[0], ll.shape[1], height, width), dtype=_compute_dtype(ll))
+    return ll.new_empty((ll.shape[0], ll.shape[1], height, width), dtype=compute_dtype(ll))
 
 
 @torch.library.custom_op("seg::lift_up2d_backward", mutates_args=())
@@ -630,7 +633,7 @@ def lift_up2d_backward_op(
     """[grad ll, lh, hl, hh, grad of each parameter]: recomputes s, d and x's even columns."""
     alert_not_deterministic("seg::lift_up2d_backward")
     batch, channels, height, width = grad.shape
-    cd = _compute_dtype(ll)
+    cd = compute_dtype(ll)
     sd = torch.empty((2 * batch, channels, height, ll.shape[-1]), device=ll.device, dtype=cd)
     x = torch.empty((batch, channels, height, width), device=ll.device, dtype=cd)
     preds = _predictors(params, predictor, kernel_size)
@@ -682,17 +685,6 @@ lift_up2d_op.register_autograd(_up_backward, setup_context=_up_setup)
 # --------------------------------------------------------------------------- entry points
 
 
-def _params(down) -> list[Tensor]:
-    if down.predictor != "learned":
-        return []
-    params = []
-    for name in ("predict_w", "update_w", "predict_h", "update_h"):
-        module = getattr(down, name)
-        params += [module.depthwise_weight, module.depthwise_bias, module.mix_weight]
-        params.append(module.mix_bias)
-    return params
-
-
 def _odd(t: Tensor, dim: int) -> Tensor:
     """x_o of the split along dim (odd lengths repeat their last sample)."""
     length = t.shape[dim]
@@ -713,25 +705,29 @@ def _regularization(x: Tensor, lo: Tensor, hi: Tensor, sd: Tensor) -> LiftRegula
     return LiftRegularization(c_u, c_p)
 
 
-def lift_down2d(down, x: Tensor, with_reg: bool):
+def lift_down2d(
+    x: Tensor, params: list[Tensor], predictor: str, kernel_size: int, channels, with_reg: bool
+):
     """LiftDownPool2d.decompose on the kernels: x [N, C, H, W] (fp16/bf16/fp32) ->
-    (LiftBands in x's dtype, LiftRegularization or None). ``seg.ops.dispatch`` sends float64
-    and custom predictors to the reference."""
-    _check_rank(x, 4, "lift_down2d")
-    if down.predictor == "learned":
-        check_channels(down.channels, x.shape[1])
-    lo, hi, sd = lift_down2d_op(x, _params(down), down.predictor, down.kernel_size)
+    (LiftBands in x's dtype, LiftRegularization or None). ``params``: the layer's
+    ``kernel_parameters()``; the layer sends float64 and custom predictors to the reference."""
+    check_rank(x, 4, "lift_down2d")
+    if predictor == "learned":
+        check_channels(channels, x.shape[1])
+    lo, hi, sd = lift_down2d_op(x, params, predictor, kernel_size)
     batch = x.shape[0]
     ll, lh, hl, hh = (t.to(x.dtype) for t in (lo[:batch], hi[:batch], lo[batch:], hi[batch:]))
     bands = LiftBands(ll, lh, hl, hh, size=(x.shape[-2], x.shape[-1]))
     return bands, (_regularization(x, lo, hi, sd) if with_reg else None)
 
 
-def lift_up2d(down, bands: LiftBands) -> Tensor:
+def lift_up2d(
+    bands: LiftBands, params: list[Tensor], predictor: str, kernel_size: int, channels
+) -> Tensor:
     """LiftUpPool2d.forward on the kernels: bands (ll = the decoder feature) -> [N, C, H, W]."""
     check_bands(bands)
-    if down.predictor == "learned":
-        check_channels(down.channels, bands.ll.shape[1])
+    if predictor == "learned":
+        check_channels(channels, bands.ll.shape[1])
     ll, lh, hl, hh, (height, width) = bands
-    x = lift_up2d_op(ll, lh, hl, hh, _params(down), down.predictor, down.kernel_size, height, width)
+    x = lift_up2d_op(ll, lh, hl, hh, params, predictor, kernel_size, height, width)
     return x.to(ll.dtype)

@@ -8,7 +8,6 @@ import torch
 
 import seg.ops as ops
 from seg.models import SegNet
-from seg.ops.triton.lifting import _params
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # channels_last is where fakes and kernels disagreed; the others are slower insurance.
@@ -32,7 +31,7 @@ def _learned_params(channels):
     with torch.no_grad():
         for p in down.parameters():
             p.copy_(torch.randn_like(p) * 0.5)
-    return down, [p.detach().requires_grad_() for p in _params(down)]
+    return down, [p.detach().requires_grad_() for p in down.kernel_parameters()]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

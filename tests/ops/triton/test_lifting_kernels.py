@@ -162,9 +162,8 @@ def test_ops_are_registered_and_called(triton_backend, monkeypatch):
 @pytest.mark.parametrize("predictor", ["learned", "legall53"])
 def test_opcheck(triton_backend, predictor):
     down = make_down(3, predictor)
-    from seg.ops.triton.lifting import _params
 
-    params = [p.detach().requires_grad_() for p in _params(down)]
+    params = [p.detach().requires_grad_() for p in down.kernel_parameters()]
     x = torch.randn(2, 3, 3, 5, device=DEVICE, requires_grad=True)
     # the AOT-dispatch check re-runs the backward several times: too slow for the
     # interpreter with the learned predictor, so that one gets it on the GPU only
