@@ -35,6 +35,9 @@ cropped back.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -119,15 +122,49 @@ class ASPP(nn.Module):
         return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
 
 
+HUB_HOST = "huggingface.co"
+
+
+def hub_reachable(host: str = HUB_HOST, timeout: float = 2.0) -> bool:
+    """Whether the weights hub answers on HTTPS within ``timeout`` seconds."""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _offline_unless_hub_reachable(needs_hub: bool):
+    """Without a reachable hub, look in the local cache only: fail in a second instead of
+    retrying for half a minute (huggingface_hub's retries), and still load cached weights."""
+    if not needs_hub or hub_reachable():
+        yield
+        return
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
 def _build_encoder(name: str, in_channels: int, output_stride: int, encoder_weights):
     import segmentation_models_pytorch as smp
 
     path = weights_path(encoder_weights)
     hub_weights = None if path is not None else encoder_weights
     try:
-        encoder = smp.encoders.get_encoder(
-            name, in_channels=in_channels, depth=5, weights=hub_weights, output_stride=output_stride
-        )
+        with _offline_unless_hub_reachable(hub_weights is not None):
+            encoder = smp.encoders.get_encoder(
+                name,
+                in_channels=in_channels,
+                depth=5,
+                weights=hub_weights,
+                output_stride=output_stride,
+            )
     except OSError as error:  # no internet: DNS, socket, URLError, hub cache misses
         raise download_failed(
             f"{hub_weights!r} weights for encoder {name!r}", None, error

@@ -124,3 +124,23 @@ def test_hub_weights_offline_fail_clearly(monkeypatch):
     monkeypatch.setattr(smp.encoders, "get_encoder", no_internet)
     with pytest.raises(RuntimeError, match="encoder_weights=<path>"):
         DeepLabV3Plus(NUM_CLASSES, encoder=ENCODER, encoder_weights="imagenet")
+
+
+def test_unreachable_hub_fails_fast_from_the_cache_only(monkeypatch):
+    from huggingface_hub import constants
+
+    import seg.models.deeplab as deeplab
+
+    seen = {}
+    before = constants.HF_HUB_OFFLINE
+
+    def get_encoder(*args, **kwargs):
+        seen["offline"] = constants.HF_HUB_OFFLINE  # no retries against an absent hub
+        raise OSError("not in the local cache")
+
+    monkeypatch.setattr(deeplab, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(smp.encoders, "get_encoder", get_encoder)
+    with pytest.raises(RuntimeError, match="could not download 'imagenet' weights"):
+        DeepLabV3Plus(NUM_CLASSES, encoder=ENCODER, encoder_weights="imagenet")
+    assert seen["offline"] is True
+    assert constants.HF_HUB_OFFLINE == before  # restored
