@@ -107,3 +107,22 @@ def test_label_out_of_range_raises_with_file_name(make_voc, write_palette_png):
     dataset.load_raw(0)  # the untouched one still loads
     with pytest.raises(ValueError, match=r"2007_000002\.png.*\[21\]"):
         dataset.load_raw(1)
+
+
+def test_missing_jpeg_is_named_as_the_image(make_voc):
+    root, _ = make_voc(train=["a", "b"])
+    (root / "VOCdevkit/VOC2012/JPEGImages/b.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"JPEGImages/b\.jpg"):
+        VOCSegmentation(root, "train")
+
+
+def test_rgb_mask_points_at_the_voc_palette_pngs(make_voc):
+    root, truth = make_voc(train=["a"])
+    mask = root / "VOCdevkit/VOC2012/SegmentationClass/a.png"
+    colours = np.zeros((*truth["a"].shape, 3), np.uint8)
+    colours[..., 0] = 128  # a colour rendering: the indices are gone
+    colours[0, 0] = (0, 128, 0)
+    Image.fromarray(colours).save(mask)
+    with pytest.raises(ValueError, match="palette PNGs of SegmentationClass") as error:
+        VOCSegmentation(root, "train").load_raw(0)
+    assert "FolderDataset" not in str(error.value)
