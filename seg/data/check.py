@@ -21,6 +21,7 @@ from seg.data.base import (
     read_label_png,
     require_dir,
 )
+from seg.data.camvid import CAMVID_SPLITS, CAMVID_VOID, camvid_samples, find_camvid_dir
 from seg.data.cityscapes import (
     _KNOWN_IDS,
     CITYSCAPES_MASK_HINT,
@@ -36,7 +37,7 @@ from seg.data.folder import (
 )
 from seg.data.voc import VOC_MASK_HINT, find_voc_dir, voc_samples
 
-CHECKABLE = ("voc", "cityscapes", "folder")
+CHECKABLE = ("voc", "cityscapes", "camvid", "folder")
 
 
 @dataclass
@@ -100,6 +101,8 @@ def check_dataset(
             _check_voc(report, Path(root), jobs)
         elif dataset == "cityscapes":
             _check_cityscapes(report, Path(root), jobs)
+        elif dataset == "camvid":
+            _check_camvid(report, Path(root), jobs)
         else:
             if images is None or masks is None:
                 raise ValueError("checking a folder data set needs both images and masks folders")
@@ -165,6 +168,27 @@ def _cityscapes_mask(path: Path) -> tuple[np.ndarray, list[int]]:
     values = np.unique(mask)
     bad = [int(v) for v in values if not (0 <= v <= 255 and _KNOWN_IDS[int(v)])]
     return mask, bad
+
+
+def _check_camvid(report: CheckReport, root: Path, jobs: int) -> None:
+    camvid = find_camvid_dir(root)
+    report.root = str(camvid)
+    for split in CAMVID_SPLITS:
+        try:
+            samples, missing = camvid_samples(camvid, split)
+        except FileNotFoundError as error:  # one split absent: say so, check the others
+            report.problems.append(f"{split}: " + " ".join(str(error).splitlines()))
+            continue
+        report.counts[split] = len(samples)
+        for absent in missing:
+            report.problems.append(f"{split}: {absent} does not exist (the image's annotation)")
+        _check_samples(report, split, samples, _camvid_mask, jobs)
+
+
+def _camvid_mask(path: Path) -> tuple[np.ndarray, list[int]]:
+    mask = read_index_mask(path)
+    values = np.unique(mask)
+    return mask, [int(v) for v in values if v > CAMVID_VOID and v != IGNORE_INDEX]
 
 
 def _check_folder(

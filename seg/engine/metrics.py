@@ -82,15 +82,32 @@ def mask_boundary(masks: torch.Tensor, width: int) -> torch.Tensor:
 
     ``masks``: bool ``[..., H, W]``. A pixel is in the band when it is in the mask and the
     mask eroded by a ``(2 width + 1)`` square (``width`` 3x3 erosions) does not hold it;
-    outside the image counts as background, as in the Boundary IoU reference code.
+    outside the image counts as background, as in the Boundary IoU reference code. The
+    erosion is a box count of background pixels (integral image), so its cost does not
+    grow with ``width``.
     """
     shape = masks.shape
-    x = masks.reshape(-1, 1, *shape[-2:]).float()
-    x = F.pad(x, (1, 1, 1, 1), value=0.0)
-    # Erosion = -maxpool(-x); max_pool pads with -inf, so the pad itself never erodes.
-    eroded = -F.max_pool2d(-x, kernel_size=2 * width + 1, stride=1, padding=width)
-    eroded = eroded[..., 1:-1, 1:-1] > 0.5
-    return (masks.reshape(eroded.shape) & ~eroded).reshape(shape)
+    flat = masks.reshape(-1, *shape[-2:])
+    # One ring of background around the image (the reference pads with zeros); beyond the
+    # ring nothing erodes.
+    background = F.pad((~flat).to(torch.int32), (1, 1, 1, 1), value=1)
+    eroded = _box_sum(background, width)[..., 1:-1, 1:-1] == 0
+    return (flat & ~eroded).reshape(shape)
+
+
+def _box_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Sum of ``x`` [B, H, W] over the ``(2 radius + 1)``-square around each pixel, the
+    window clipped to the image: an integral image of ``x`` zero-padded by ``radius``
+    (plus a leading zero row and column), then four shifted views."""
+    k = 2 * radius + 1
+    padded = F.pad(x, (radius + 1, radius, radius + 1, radius))
+    integral = padded.cumsum(-1, dtype=torch.int32).cumsum(-2, dtype=torch.int32)
+    return (
+        integral[..., k:, k:]
+        - integral[..., :-k, k:]
+        - integral[..., k:, :-k]
+        + integral[..., :-k, :-k]
+    )
 
 
 class BoundaryIoU:

@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from seg.config import Config, ConfigError, TrainConfig, config_from_dict
-from seg.data import build_dataset, build_val_transform
+from seg.data import build_dataset, build_val_transform, median_frequency_weights
 from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from seg.engine import checkpoint as ckpt
 from seg.engine.distributed import all_reduce_sum, barrier, init_distributed
@@ -135,7 +135,7 @@ def build_losses(
 ) -> dict[str, tuple[float, Callable[[Tensor, Tensor], Tensor]]]:
     """``{name: (weight, fn(logits, target))}`` for each term of ``cfg.loss``."""
     weight = None
-    if cfg.class_weights is not None:
+    if isinstance(cfg.class_weights, list):
         if len(cfg.class_weights) != num_classes:
             raise ConfigError(
                 f"train.class_weights has {len(cfg.class_weights)} values for {num_classes} classes"
@@ -295,6 +295,10 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_factor(tcfg))
     amp_dtype = _amp(tcfg, dist_info.device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    if tcfg.class_weights == "median_frequency":
+        weights = median_frequency_weights(train_set)
+        log.info("median-frequency class weights: %s", np.round(weights, 4).tolist())
+        tcfg = replace(tcfg, class_weights=weights.tolist())
     losses = build_losses(tcfg, num_classes, train_set.ignore_index)
 
     start_iter, best_miou = 0, -math.inf

@@ -17,7 +17,7 @@ from seg.data import (
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match="voc, cityscapes, folder, synthetic"):
+    with pytest.raises(ValueError, match="voc, cityscapes, camvid, folder, synthetic"):
         build_dataset({"name": "coco"}, "train")
 
 

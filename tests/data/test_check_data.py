@@ -130,7 +130,7 @@ def test_script_runs_from_the_command_line(make_voc):
 
 @pytest.mark.parametrize("dataset", ["coco"])
 def test_unknown_dataset(dataset, tmp_path):
-    with pytest.raises(ValueError, match="voc, cityscapes, folder"):
+    with pytest.raises(ValueError, match="voc, cityscapes, camvid, folder"):
         check_dataset(dataset, tmp_path)
 
 

@@ -156,3 +156,8 @@ def test_other_losses_train_and_are_logged(tmp_path, make_config, loss):
 def test_sync_bn_with_one_process_warns_and_trains(tmp_path, make_config):
     train(make_config(tmp_path, ["train.sync_bn=true", "train.iters=1"]))
     assert "sync_bn is on but there is one process" in (tmp_path / "train.log").read_text()
+
+
+def test_median_frequency_class_weights(tmp_path, make_config):
+    train(make_config(tmp_path, ["train.class_weights=median_frequency", "train.iters=1"]))
+    assert "median-frequency class weights: [" in (tmp_path / "train.log").read_text()
