@@ -85,6 +85,15 @@ def _tap(j, t: tl.constexpr, n, PAD: tl.constexpr, REFLECT: tl.constexpr):
 
 
 @triton.jit
+def _tiles(A, n, BLOCK_P: tl.constexpr):
+    """Grid axis 0 carries pixel tiles x channel tiles (axis 0 allows 2^31 - 1 programs;
+    axes 1 and 2 only 65535): (pixel tile, channel tile) of this program."""
+    pixel_tiles = tl.cdiv(A * n, BLOCK_P)
+    pid = tl.program_id(0)
+    return pid % pixel_tiles, pid // pixel_tiles
+
+
+@triton.jit
 def _channels(first, BLOCK_C: tl.constexpr):
     """Channel indices in int64: ``channel * stride`` passes 2^31 on large tensors."""
     return tl.arange(0, BLOCK_C).to(tl.int64) + first
@@ -178,8 +187,9 @@ def _stage_fwd_kernel(
 ):  # fmt: skip
     """out[b, c, a, j*o_step+o_off] = base[b, c, a, min(j*b_step+b_off, b_lim)] + SIGN * F(src)[j]."""
     b = tl.program_id(1).to(tl.int64)
-    p, a, j, pmask = _pixels(tl.program_id(0), A, n, A_FASTEST, BLOCK_P)
-    co = _channels(tl.program_id(2) * BLOCK_C, BLOCK_C)
+    pixel_tile, channel_tile = _tiles(A, n, BLOCK_P)
+    p, a, j, pmask = _pixels(pixel_tile, A, n, A_FASTEST, BLOCK_P)
+    co = _channels(channel_tile * BLOCK_C, BLOCK_C)
     cmask = co < C
     src = src_ptr + b * s_sb
     if MODE == 0:
@@ -211,8 +221,9 @@ def _stage_bwd_mix_kernel(
     """Learned stage, part 1: dL/dz = SIGN * g * (1 - tanh(z)^2) into gz [B, C, A*n];
     dL/dmix_bias and dL/dmix_weight (= dL/dz @ relu(h)^T) accumulated atomically."""
     b = tl.program_id(1).to(tl.int64)
-    p, a, j, pmask = _pixels(tl.program_id(0), A, n, A_FASTEST, BLOCK_P)
-    co = _channels(tl.program_id(2) * BLOCK_C, BLOCK_C)
+    pixel_tile, channel_tile = _tiles(A, n, BLOCK_P)
+    p, a, j, pmask = _pixels(pixel_tile, A, n, A_FASTEST, BLOCK_P)
+    co = _channels(channel_tile * BLOCK_C, BLOCK_C)
     comask = co < C
     src = src_ptr + b * s_sb
     z = _mix(src, s_sc, s_sa, s_sl, co, comask, a, j, pmask, n, C,
@@ -250,8 +261,9 @@ def _stage_bwd_src_kernel(
 ):  # fmt: skip
     """Stage backward into src and base (fp32 buffers, atomics), and the depthwise weights."""
     b = tl.program_id(1).to(tl.int64)
-    p, a, j, pmask = _pixels(tl.program_id(0), A, n, A_FASTEST, BLOCK_P)
-    c = _channels(tl.program_id(2) * BLOCK_C, BLOCK_C)
+    pixel_tile, channel_tile = _tiles(A, n, BLOCK_P)
+    p, a, j, pmask = _pixels(pixel_tile, A, n, A_FASTEST, BLOCK_P)
+    c = _channels(channel_tile * BLOCK_C, BLOCK_C)
     cmask = c < C
     mask = cmask[:, None] & pmask[None, :]
     ol = j * o_step + o_off
@@ -303,7 +315,7 @@ def _stage_bwd_src_kernel(
 # --------------------------------------------------------------------------- launchers
 
 BLOCK_P = 64
-MAX_GRID_BATCH = 65535  # CUDA's limit on grid axes 1 and 2
+MAX_GRID_BATCH = 65535  # CUDA's limit on grid axes 1 and 2 (axis 0: 2^31 - 1)
 
 
 def _axis_strides(t: Tensor, axis: str) -> tuple[int, int, int, int]:
@@ -363,7 +375,8 @@ class Stage:
         batch, channels = self.src.shape[:2]
         other = self.src.shape[2] if self.axis == "w" else self.src.shape[3]
         block_c = _blocks(self.pred.mode, channels)
-        grid = (triton.cdiv(other * self.n, BLOCK_P), batch, triton.cdiv(channels, block_c))
+        tiles = triton.cdiv(other * self.n, BLOCK_P) * triton.cdiv(channels, block_c)
+        grid = (tiles, batch)  # channels ride on axis 0 (see _tiles); the batch is chunked
         return batch, channels, other, block_c, grid
 
     def common(self):

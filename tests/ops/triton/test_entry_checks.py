@@ -209,6 +209,7 @@ def test_batch_axis_of_the_grid_stays_within_the_limit(triton_backend, monkeypat
     out = LiftUpPool2d(down)(feature, bands)
     grads = torch.autograd.grad(out.square().sum(), [x, feature])
     assert grids and max(grid[1] for grid in grids) <= limit
+    assert all(len(grid) == 2 for grid in grids)  # channel tiles ride on axis 0 (2^31 - 1)
     torch.testing.assert_close(out, expected)
     for grad, ref in zip(grads, expected_grads):
         torch.testing.assert_close(grad, ref)
