@@ -6,6 +6,7 @@ listing each problem with its file name; ``tools/check_data.py`` is its command 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -134,12 +135,9 @@ def _check_voc(report: CheckReport, root: Path, jobs: int) -> None:
         report.notes.append(
             "no SegmentationClassAug (trainaug split); tools/convert_sbd.py makes it"
         )
-    for split in splits:
-        samples, missing = voc_samples(voc_dir, split)
-        report.counts[split] = len(samples)
-        for absent in missing:
-            report.problems.append(f"{split}: {absent.stem} is listed but {absent} does not exist")
-        _check_samples(report, split, samples, lambda path: _voc_mask(path, 21), jobs)
+    _check_splits(
+        report, splits, lambda split: voc_samples(voc_dir, split), lambda p: _voc_mask(p, 21), jobs
+    )
 
 
 def _voc_mask(path: Path, num_classes: int) -> tuple[np.ndarray, list[int]]:
@@ -151,16 +149,8 @@ def _voc_mask(path: Path, num_classes: int) -> tuple[np.ndarray, list[int]]:
 
 def _check_cityscapes(report: CheckReport, root: Path, jobs: int) -> None:
     require_dir(root, "Cityscapes root folder")
-    for split in CITYSCAPES_SPLITS:
-        try:
-            samples, missing = cityscapes_samples(root, split)
-        except FileNotFoundError as error:  # one split absent: say so, check the others
-            report.problems.append(f"{split}: " + " ".join(str(error).splitlines()))
-            continue
-        report.counts[split] = len(samples)
-        for absent in missing:
-            report.problems.append(f"{split}: {absent} does not exist (the image's labels)")
-        _check_samples(report, split, samples, _cityscapes_mask, jobs)
+    samples_of = functools.partial(cityscapes_samples, root)
+    _check_splits(report, CITYSCAPES_SPLITS, samples_of, _cityscapes_mask, jobs)
 
 
 def _cityscapes_mask(path: Path) -> tuple[np.ndarray, list[int]]:
@@ -173,16 +163,9 @@ def _cityscapes_mask(path: Path) -> tuple[np.ndarray, list[int]]:
 def _check_camvid(report: CheckReport, root: Path, jobs: int) -> None:
     camvid = find_camvid_dir(root)
     report.root = str(camvid)
-    for split in CAMVID_SPLITS:
-        try:
-            samples, missing = camvid_samples(camvid, split)
-        except FileNotFoundError as error:  # one split absent: say so, check the others
-            report.problems.append(f"{split}: " + " ".join(str(error).splitlines()))
-            continue
-        report.counts[split] = len(samples)
-        for absent in missing:
-            report.problems.append(f"{split}: {absent} does not exist (the image's annotation)")
-        _check_samples(report, split, samples, _camvid_mask, jobs)
+    _check_splits(
+        report, CAMVID_SPLITS, functools.partial(camvid_samples, camvid), _camvid_mask, jobs
+    )
 
 
 def _camvid_mask(path: Path) -> tuple[np.ndarray, list[int]]:
@@ -247,6 +230,27 @@ def _check_folder(
         return mask, [int(v) for v in values if (v >= num_classes or v < 0) and v != ignore_index]
 
     _check_samples(report, "all", samples, read, jobs)
+
+
+def _check_splits(
+    report: CheckReport,
+    splits: Iterable[str],
+    samples_of: Callable[[str], tuple[list[Sample], list[Path]]],
+    read_mask: Callable[[Path], tuple[np.ndarray, list[int]]],
+    jobs: int,
+) -> None:
+    """Each split that exists: its count, every file looked for but absent, every sample.
+    A missing split is a problem in the report, not the end of the check."""
+    for split in splits:
+        try:
+            samples, missing = samples_of(split)
+        except FileNotFoundError as error:
+            report.problems.append(f"{split}: " + " ".join(str(error).splitlines()))
+            continue
+        report.counts[split] = len(samples)
+        for absent in missing:
+            report.problems.append(f"{split}: {absent} does not exist")
+        _check_samples(report, split, samples, read_mask, jobs)
 
 
 def _check_samples(
