@@ -18,13 +18,12 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from seg.config import ConfigError, config_from_dict, load_config
 from seg.data import build_dataset, build_val_transform
 from seg.engine import evaluate, format_table, load_checkpoint
 from seg.engine.distributed import cleanup, init_distributed
 from seg.engine.evaluator import json_ready
+from seg.engine.trainer import autocast_dtype
 from seg.models import build_model
 
 
@@ -59,9 +58,6 @@ def main(argv: list[str] | None = None) -> int:
         model.to(dist_info.device)
         mean, std = state["meta"]["mean"], state["meta"]["std"]
         dataset = build_dataset(cfg.data, cfg.eval.split, transform=build_val_transform(mean, std))
-        amp = None
-        if dist_info.device.type == "cuda" and cfg.train.amp != "none":
-            amp = torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
         result = evaluate(
             model,
             dataset,
@@ -71,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             dist_info,
             ignore_index=dataset.ignore_index,
             resize=cfg.data.get("resize"),
-            amp_dtype=amp,
+            amp_dtype=autocast_dtype(cfg.train, dist_info.device),
             progress=True,
         )
     except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as error:

@@ -198,7 +198,9 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
-def _amp(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype ``train.amp`` asks for on ``device`` (None: full precision; AMP
+    runs on CUDA only)."""
     if device.type != "cuda" or cfg.amp == "none":
         return None
     return torch.bfloat16 if cfg.amp == "bf16" else torch.float16
@@ -293,7 +295,7 @@ def train(
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     optimizer = build_optimizer(model, tcfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_factor(tcfg))
-    amp_dtype = _amp(tcfg, dist_info.device)
+    amp_dtype = autocast_dtype(tcfg, dist_info.device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     if tcfg.class_weights == "median_frequency":
         weights = median_frequency_weights(train_set)
@@ -430,10 +432,10 @@ def train(
                 terms["reg_p"] = tcfg.lambda_p * reg.c_p
             # One all-reduce per step carries "a term is not finite" and "a signal arrived",
             # so every process stops at the same step.
-            finite = all(bool(torch.isfinite(t.detach())) for t in terms.values())
-            flags = torch.tensor(
-                [float(not finite), float(stop.signum is not None)], device=dist_info.device
-            )
+            # Built on the device: the step waits for the GPU once, at `flags[0] > 0`.
+            nonfinite = torch.stack([~torch.isfinite(t.detach()) for t in terms.values()]).any()
+            signalled = torch.tensor(float(stop.signum is not None), device=dist_info.device)
+            flags = torch.stack([nonfinite.float(), signalled])
             all_reduce_sum(flags)
             if flags[0] > 0:
                 bad = [n for n, t in terms.items() if not torch.isfinite(t.detach())]
@@ -458,9 +460,6 @@ def train(
             seen += images.shape[0] * dist_info.world_size
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix(
-                    loss=f"{sum(terms.values()).detach().item():.4f}", lr=f"{lr:.2e}"
-                )
 
             if iteration % tcfg.log_interval == 0 or iteration == tcfg.iters:
                 values = {name: term.detach().item() for name, term in terms.items()}
@@ -481,6 +480,8 @@ def train(
                     lr,
                     throughput,
                 )
+                if progress is not None:
+                    progress.set_postfix(loss=f"{sum(values.values()):.4f}", lr=f"{lr:.2e}")
                 tick, seen = time.perf_counter(), 0
 
             finished = iteration == tcfg.iters
