@@ -221,8 +221,7 @@ def _check_folder(
                     f"{path} is a colour mask; pass --palette (one r,g,b per class) to map its "
                     "colours, or use index masks (a palette PNG or single-channel PNG of class ids)"
                 )
-            mask = colors_to_labels(mask, palette, ignore_color, path).astype(np.int64)
-            mask[mask == IGNORE_INDEX] = ignore_index
+            mask = colors_to_labels(mask, palette, ignore_color, path, ignore_index)
         values = np.unique(mask)
         report.labels_seen.update(int(v) for v in values)
         if num_classes is None:

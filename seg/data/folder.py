@@ -103,10 +103,12 @@ def colors_to_labels(
     palette: np.ndarray,
     ignore_color: Sequence[int] | None = None,
     name: str | Path = "mask",
+    ignore_index: int = IGNORE_INDEX,
 ) -> np.ndarray:
-    """Map a ``[H, W, 3]`` colour mask to ``[H, W]`` uint8 class ids via ``palette[id]``.
+    """Map a ``[H, W, 3]`` colour mask to ``[H, W]`` class ids via ``palette[id]``.
 
-    ``ignore_color`` maps to 255; any other colour not in the palette raises ValueError.
+    ``ignore_color`` maps to ``ignore_index``; any other colour not in the palette raises
+    ValueError. The ids are uint8 when every id and the ignore value fit, else int64.
     """
     codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
     palette_codes = (palette[:, 0].astype(np.int32) << 16) | (palette[:, 1].astype(np.int32) << 8)
@@ -116,7 +118,7 @@ def colors_to_labels(
         ignore_code = (
             (int(ignore_color[0]) << 16) | (int(ignore_color[1]) << 8) | int(ignore_color[2])
         )
-        lookup.setdefault(ignore_code, IGNORE_INDEX)
+        lookup.setdefault(ignore_code, ignore_index)
     unique_codes, inverse = np.unique(codes, return_inverse=True)
     unknown = [int(code) for code in unique_codes if int(code) not in lookup]
     if unknown:
@@ -125,7 +127,10 @@ def colors_to_labels(
             f"{name}: colours {colors}{' ...' if len(unknown) > 5 else ''} are not in the "
             "palette (and not the ignore colour)"
         )
-    labels = np.array([lookup[int(code)] for code in unique_codes], dtype=np.uint8)
+    narrow = len(palette) <= 256 and 0 <= ignore_index <= 255
+    labels = np.array(
+        [lookup[int(code)] for code in unique_codes], dtype=np.uint8 if narrow else np.int64
+    )
     return labels[inverse.reshape(codes.shape)]
 
 
@@ -182,8 +187,6 @@ class FolderDataset(FileDataset):
                 f"{sample.mask_path} is a colour mask; pass palette=[[r, g, b], ...] (one "
                 "colour per class) to map its colours to classes"
             )
-        labels = colors_to_labels(mask, self.palette, self.ignore_color, sample.mask_path)
-        if self.ignore_index != IGNORE_INDEX:
-            labels = labels.astype(np.int64)
-            labels[labels == IGNORE_INDEX] = self.ignore_index
-        return labels
+        return colors_to_labels(
+            mask, self.palette, self.ignore_color, sample.mask_path, self.ignore_index
+        )
