@@ -5,8 +5,8 @@
     python tools/eval.py CKPT --mode slide --set eval.crop_size=[512,512] data.root=/data/voc
     torchrun --nproc_per_node 2 tools/eval.py CKPT       # images sharded, each counted once
 
-The checkpoint holds its config; --config replaces it (its model section must describe the
-checkpoint's weights) and --set changes single keys. Writes OUT/metrics.json (fractions,
+The checkpoint holds its config; --config replaces it for data and eval settings (the model
+is always built as the checkpoint was trained) and --set changes single keys. Writes OUT/metrics.json (fractions,
 null for a class absent from both truth and prediction) and OUT/metrics.md, and prints the
 table. OUT defaults to the checkpoint's folder /eval_<split>.
 """
@@ -18,13 +18,12 @@ import json
 import sys
 from pathlib import Path
 
-from seg.config import ConfigError, config_from_dict, load_config
+from seg.config import ConfigError
 from seg.data import build_dataset, build_val_transform
-from seg.engine import evaluate, format_table, load_checkpoint
+from seg.engine import evaluate, format_table, load_for_inference
 from seg.engine.distributed import cleanup, init_distributed
 from seg.engine.evaluator import json_ready
 from seg.engine.trainer import autocast_dtype
-from seg.models import build_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,22 +46,17 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             overrides.append(f"eval.{key}={value}")
     try:
-        state = load_checkpoint(args.checkpoint)
-        if args.config:
-            cfg = load_config(args.config, overrides)
-        else:
-            cfg = config_from_dict(state["config"], overrides)
         dist_info = init_distributed(args.device)
-        model = build_model(cfg.model)
-        model.load_state_dict(state["model"])
-        model.to(dist_info.device)
-        mean, std = state["meta"]["mean"], state["meta"]["std"]
-        dataset = build_dataset(cfg.data, cfg.eval.split, transform=build_val_transform(mean, std))
+        model, cfg, meta = load_for_inference(
+            args.checkpoint, tuple(overrides), dist_info.device, config=args.config
+        )
+        transform = build_val_transform(meta["mean"], meta["std"])
+        dataset = build_dataset(cfg.data, cfg.eval.split, transform=transform)
         result = evaluate(
             model,
             dataset,
             cfg.model["num_classes"],
-            state["meta"]["classes"],
+            meta["classes"],
             cfg.eval,
             dist_info,
             ignore_index=dataset.ignore_index,

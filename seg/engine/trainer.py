@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from seg.config import Config, ConfigError, TrainConfig, config_from_dict
+from seg.config import Config, ConfigError, TrainConfig, config_from_dict, load_config
 from seg.data import build_dataset, build_val_transform, median_frequency_weights
 from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from seg.engine import checkpoint as ckpt
@@ -528,11 +528,21 @@ def train(
 
 
 def load_for_inference(
-    path: str | Path, overrides: tuple[str, ...] = (), device: str | torch.device = "cpu"
+    path: str | Path,
+    overrides: tuple[str, ...] = (),
+    device: str | torch.device = "cpu",
+    config: str | Path | None = None,
 ) -> tuple[nn.Module, Config, dict]:
-    """The model of a checkpoint, in eval mode on ``device``, with its config and metadata."""
+    """The model of a checkpoint, in eval mode on ``device``, with its config and metadata.
+
+    ``config``: a YAML file to use instead of the stored config (data paths, eval
+    settings); the model is always built as the checkpoint's weights were trained.
+    """
     state = ckpt.load_checkpoint(path)
-    cfg = config_from_dict(state["config"], overrides)
+    if config is not None:
+        cfg = load_config(config, overrides)
+    else:
+        cfg = config_from_dict(state["config"], overrides)
     model = build_model(state["config"]["model"])
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg, state["meta"]
