@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from seg.data.base import IGNORE_INDEX, SegmentationDataset, median_frequency_weights
-from seg.data.camvid import CAMVID_CLASSES, CAMVID_PALETTE, CamVid
+from seg.data.camvid import CamVid
 from seg.data.cityscapes import ID_TO_TRAIN_ID, Cityscapes
 from seg.data.folder import FolderDataset
 from seg.data.palettes import (
+    CAMVID_CLASSES,
+    CAMVID_PALETTE,
     CITYSCAPES_CLASSES,
     CITYSCAPES_PALETTE,
     VOC_CLASSES,

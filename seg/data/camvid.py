@@ -27,36 +27,8 @@ from seg.data.base import (
     read_index_mask,
 )
 from seg.data.folder import list_images, pair_with_masks
+from seg.data.palettes import CAMVID_CLASSES, CAMVID_PALETTE
 
-CAMVID_CLASSES = (
-    "Sky",
-    "Building",
-    "Pole",
-    "Road",
-    "Pavement",
-    "Tree",
-    "SignSymbol",
-    "Fence",
-    "Car",
-    "Pedestrian",
-    "Bicyclist",
-)
-CAMVID_PALETTE = np.array(
-    [
-        (128, 128, 128),
-        (128, 0, 0),
-        (192, 192, 128),
-        (128, 64, 128),
-        (60, 40, 222),
-        (128, 128, 0),
-        (192, 128, 128),
-        (64, 64, 128),
-        (64, 0, 128),
-        (64, 64, 0),
-        (0, 128, 192),
-    ],
-    dtype=np.uint8,
-)
 CAMVID_VOID = 11
 CAMVID_SPLITS = ("train", "val", "test")
 CAMVID_HINT = (

