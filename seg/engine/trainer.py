@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
 import signal
 import sys
 import time
@@ -217,6 +218,19 @@ def data_meta(dataset, data_cfg: dict) -> dict:
     }
 
 
+def peak_memory_mib(device: torch.device) -> tuple[float, str]:
+    """This process's peak memory so far and what it counts.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` (tensors only). CPU: the process's peak
+    resident set (``ru_maxrss``), which also holds the interpreter, the data set and the
+    loader's buffers: compare CPU figures between runs of the same data, not as absolutes.
+    """
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib / 1024, "cpu_max_rss"
+
+
 def train(
     cfg: Config,
     resume: str | Path | bool | None = None,
@@ -304,12 +318,16 @@ def train(
     losses = build_losses(tcfg, num_classes, train_set.ignore_index)
 
     start_iter, best_miou = 0, -math.inf
+    # What training cost: step time (data wait + forward + backward + update, without
+    # validation and checkpoints) summed over every job of the run, and the peak memory.
+    cost = {"train_seconds": 0.0, "timed_iters": 0, "peak_memory_mib": 0.0}
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_iter, best_miou = int(state["iteration"]), float(state["best_miou"])
+        cost = dict(state.get("cost", cost))
         log.info("resumed from %s at iteration %d", resume_path, start_iter)
 
     sampler = TrainSampler(
@@ -352,6 +370,7 @@ def train(
                 "rng": ckpt.rng_state(),
                 "config": cfg.to_dict(),
                 "meta": meta,
+                "cost": cost,
             },
             work_dir / name,
         )
@@ -415,6 +434,7 @@ def train(
     iteration = start_iter
     try:
         while iteration < tcfg.iters:
+            step_start = time.perf_counter()
             images, masks = next(batches)
             images = images.to(dist_info.device, non_blocking=True)
             masks = masks.to(dist_info.device, non_blocking=True)
@@ -457,6 +477,11 @@ def train(
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             iteration += 1
+            cost["train_seconds"] += time.perf_counter() - step_start  # flags[0] synced it
+            cost["timed_iters"] += 1
+            cost["peak_memory_mib"] = max(
+                cost["peak_memory_mib"], peak_memory_mib(dist_info.device)[0]
+            )
             seen += images.shape[0] * dist_info.world_size
             if progress is not None:
                 progress.update(1)
@@ -519,7 +544,19 @@ def train(
         metrics = validate(iteration)
     barrier()
     if dist_info.is_main:
-        (work_dir / "metrics.json").write_text(json.dumps(json_ready(metrics), indent=2))
+        record = json_ready(metrics)
+        record["train"] = {
+            "iters": iteration,
+            "seconds_per_iter": cost["train_seconds"] / max(cost["timed_iters"], 1),
+            "peak_memory_mib": cost["peak_memory_mib"],
+            "memory": peak_memory_mib(dist_info.device)[1],
+            "params": sum(p.numel() for p in model.parameters()),
+            "device": torch.cuda.get_device_name(dist_info.device)
+            if dist_info.device.type == "cuda"
+            else f"cpu ({torch.get_num_threads()} threads)",
+            "world_size": dist_info.world_size,
+        }
+        (work_dir / "metrics.json").write_text(json.dumps(record, indent=2))
         table = format_table(metrics)
         (work_dir / "metrics.md").write_text(table + "\n")
         log.info("final validation (%s split):\n%s", cfg.eval.split, table)

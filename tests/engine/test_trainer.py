@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import resource
 
 import pytest
 import torch
@@ -42,6 +43,21 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, mak
     metrics_a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     metrics_b = json.loads((tmp_path / "split" / "metrics.json").read_text())
     assert metrics_a["confusion_matrix"] == metrics_b["confusion_matrix"]
+    # The cost record spans both jobs of the split run: every step timed once.
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["cost"]["timed_iters"] == 6
+
+
+def test_metrics_record_what_training_cost(tmp_path, make_config):
+    train(make_config(tmp_path))
+    record = json.loads((tmp_path / "metrics.json").read_text())["train"]
+    model = trainer_module.build_model(make_config(tmp_path).model)
+    assert record["params"] == sum(p.numel() for p in model.parameters())
+    assert record["iters"] == 6 and record["world_size"] == 1
+    assert 0 < record["seconds_per_iter"] < 60
+    # CPU: this process's peak resident set when training ended (torch alone is > 100 MiB).
+    assert record["memory"] == "cpu_max_rss"
+    peak_now = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert 100 < record["peak_memory_mib"] <= peak_now
 
 
 def test_checkpoint_holds_everything_to_continue_and_to_infer(tmp_path, make_config):
