@@ -1,0 +1,251 @@
+"""tools/compare.py through its command line: a tiny study, its tables, resuming, failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from seg.engine import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import compare  # noqa: E402
+
+TINY = {
+    "model": {"name": "segnet", "num_classes": 4, "width": 0.0625, "depth": 3},
+    "data": {
+        "name": "synthetic",
+        "size": 32,
+        "num_classes": 4,
+        "num_samples": {"train": 12, "val": 5, "test": 3},
+    },
+    "train": {
+        "iters": 3,
+        "batch_size": 2,
+        "workers": 0,
+        "lr": 0.05,
+        "val_interval": 0,
+        "ckpt_interval": 1,
+        "log_interval": 1,
+        "num_vis": 0,
+    },
+    "eval": {"batch_size": 2, "workers": 0},
+    "output": {"tensorboard": False},
+}
+VARIANTS = [
+    ["--variant", "lift/lift", "model.down=lift", "model.up=lift"],
+    ["--variant", "max/maxunpool", "model.down=max", "model.up=maxunpool"],
+    # Valid as a config, fails when the data set is built: a run that fails on its own.
+    ["--variant", "broken", "model.num_classes=5"],
+]
+
+
+def compare_cli(*args, check=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "tools/compare.py", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check is not None and done.returncode != check:
+        raise AssertionError(f"exit {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, tiny_config):
+    out = tmp_path_factory.mktemp("study")
+    args = [tiny_config, *sum(VARIANTS, []), "--seeds", 0, 1, "--images", 2, "--out", out]
+    first = compare_cli(*args, check=1)  # 1: a run failed
+    return out, args, first
+
+
+def _run_metrics(out: Path, variant: str, seed: int) -> dict:
+    return json.loads((out / "runs" / variant / f"seed{seed}" / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_results_are_the_mean_and_std_of_each_run(study):
+    out, _, first = study
+    results = json.loads((out / "results.json").read_text())
+    rows = {row["variant"]: row for row in results["variants"]}
+    for variant, slug in (("lift/lift", "lift-lift"), ("max/maxunpool", "max-maxunpool")):
+        runs = [_run_metrics(out, slug, seed) for seed in (0, 1)]
+        assert rows[variant]["runs"] == 2 and rows[variant]["failed"] == []
+        for key in ("mIoU", "mBIoU", "aAcc", "mAcc"):
+            values = [run[key] for run in runs]
+            mean, std = rows[variant][key]
+            assert mean == pytest.approx(statistics.mean(values))
+            assert std == pytest.approx(statistics.stdev(values))
+        for index in range(4):
+            values = [run["IoU"][index] for run in runs if run["IoU"][index] is not None]
+            if values:
+                assert rows[variant]["IoU"][index][0] == pytest.approx(statistics.mean(values))
+        assert rows[variant]["params"] == runs[0]["train"]["params"]
+        spi = statistics.mean(run["train"]["seconds_per_iter"] for run in runs)
+        assert rows[variant]["seconds_per_iter"][0] == pytest.approx(spi)
+    # Each run trained what its name says, with its seed, for the shared budget.
+    for seed in (0, 1):
+        cfg = yaml.safe_load(
+            (out / "runs" / "max-maxunpool" / f"seed{seed}" / "config.yaml").read_text()
+        )
+        assert cfg["train"]["seed"] == seed and cfg["model"]["up"] == "maxunpool"
+        assert (
+            load_checkpoint(out / "runs" / "lift-lift" / f"seed{seed}" / "last.pt")["iteration"]
+            == 3
+        )
+    lift_params = rows["lift/lift"]["params"]
+    assert lift_params > rows["max/maxunpool"]["params"]  # the learned predictors
+    assert "lift/lift, seed 1" in first.stdout
+
+
+@pytest.mark.slow
+def test_a_failed_run_is_reported_and_not_averaged(study):
+    out, _, first = study
+    results = json.loads((out / "results.json").read_text())
+    broken = next(row for row in results["variants"] if row["variant"] == "broken")
+    assert broken["runs"] == 0 and broken["failed"] == [0, 1] and broken["mIoU"] == [None, None]
+    failed = [run for run in results["runs"] if run["status"] == "failed"]
+    assert [run["seed"] for run in failed] == [0, 1]
+    assert all("model.num_classes is 5" in run["error"] for run in failed)
+    text = (out / "results.md").read_text()
+    assert "| broken | 0/2 |" in text and "| lift/lift | 2/2 |" in text
+    assert "Failed runs" in text and "set model.num_classes=4" in text
+    assert "2 run(s) failed" in first.stderr
+
+
+@pytest.mark.slow
+def test_pictures_are_written(study):
+    out, _, _ = study
+    bars = Image.open(out / "results.png")
+    grid = Image.open(out / "predictions.png")
+    assert bars.format == grid.format == "PNG"
+    # image | truth | lift/lift | max/maxunpool, 2 rows of square scenes: wider than tall.
+    assert grid.width > 1.5 * grid.height
+    pixels = np.asarray(grid.convert("RGB"))
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 10
+
+
+@pytest.mark.slow
+def test_running_again_reruns_only_what_did_not_finish(study, tiny_config):
+    out, args, _ = study
+    lift_log = out / "runs" / "lift-lift" / "seed0" / "compare.log"
+    broken_log = out / "runs" / "broken" / "seed0" / "compare.log"
+    before = lift_log.read_text(), broken_log.read_text().count("tools/train.py")
+    mtime = (out / "runs" / "lift-lift" / "seed0" / "last.pt").stat().st_mtime_ns
+    again = compare_cli(*args, check=1)
+    assert lift_log.read_text() == before[0]
+    assert (out / "runs" / "lift-lift" / "seed0" / "last.pt").stat().st_mtime_ns == mtime
+    assert broken_log.read_text().count("tools/train.py") == before[1] + 1  # failures retry
+    assert "| lift/lift | 2/2 |" in again.stdout
+    # The same folder with other settings is refused, not mixed in.
+    changed = compare_cli(*args, "--set", "train.lr=0.01", check=2)
+    assert "the study changed" in changed.stderr
+
+
+@pytest.mark.slow
+def test_an_interrupted_study_continues_where_it_stopped(tmp_path, tiny_config):
+    out = tmp_path / "study"
+    args = [
+        tiny_config, "--variant", "lift/lift", "--seeds", "0", "--images", "0",
+        "--set", "train.iters=300", "train.ckpt_interval=300", "--out", out,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "tools/compare.py", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    train_log = out / "runs" / "lift-lift" / "seed0" / "train.log"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if train_log.is_file() and "iter 2/300" in train_log.read_text():
+            break
+        time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("training never reached iteration 2")
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr
+    assert "run the same command again" in stderr
+    stopped = load_checkpoint(out / "runs" / "lift-lift" / "seed0" / "last.pt")["iteration"]
+    assert 2 <= stopped < 300
+    assert not (out / "runs" / "lift-lift" / "seed0" / "metrics.json").exists()
+    compare_cli(*args, check=0)
+    assert (
+        f"resumed from {out / 'runs' / 'lift-lift' / 'seed0' / 'last.pt'} at iteration {stopped}"
+        in (train_log.read_text())
+    )
+    assert load_checkpoint(out / "runs" / "lift-lift" / "seed0" / "last.pt")["iteration"] == 300
+
+
+def test_variants_must_share_a_budget(tiny_config, tmp_path):
+    done = compare_cli(
+        tiny_config,
+        *["--variant", "short", "train.iters=2", "--variant", "long", "train.iters=5"],
+        *["--out", tmp_path],
+        check=2,
+    )
+    assert "don't share a budget" in done.stderr and "short: 2 iters" in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_study_file_names_its_variants_and_rejects_unknown_keys(tmp_path, tiny_config):
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**TINY, "model": {**TINY["model"], "up": "bilinear"}}))
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "config": str(tiny_config),
+                "seeds": [3],
+                "set": ["train.iters=2"],
+                "variants": {"a": ["model.down=max"], "b": {"config": "other.yaml"}},
+            }
+        )
+    )
+    spec = compare.read_study(path)
+    assert [(v.name, v.config, v.overrides) for v in spec["variants"]] == [
+        ("a", tiny_config.resolve(), ["model.down=max"]),
+        ("b", other.resolve(), []),
+    ]
+    assert spec["seeds"] == [3] and spec["overrides"] == ["train.iters=2"]
+    path.write_text(yaml.safe_dump({"config": str(tiny_config), "variant": {"a": []}}))
+    with pytest.raises(compare.StudyError, match=r"unknown key\(s\) \['variant'\]"):
+        compare.read_study(path)
+
+
+def test_mean_std_leaves_out_missing_values():
+    assert compare.mean_std([0.5, math.nan, 0.7]) == pytest.approx(
+        (0.6, statistics.stdev([0.5, 0.7]))
+    )
+    mean, std = compare.mean_std([0.5])
+    assert mean == 0.5 and math.isnan(std)
+    assert all(math.isnan(v) for v in compare.mean_std([math.nan]))

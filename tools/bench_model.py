@@ -1,0 +1,254 @@
+"""Training-step time and peak memory of whole models, for every pooling pair.
+
+One training step is what tools/train.py does per iteration: forward (under the config's
+autocast on CUDA), cross-entropy, backward, SGD update. Each case runs in a fresh process
+(a clean allocator and a clean peak), on a random batch of the config's batch size and crop:
+
+* SegNet vgg16_bn (CamVid config, 360x480, batch 8) with max/maxunpool (the baseline),
+  max/bilinear, avg/bilinear, soft/bilinear, lip/bilinear, lift/bilinear and lift/lift;
+* DeepLabV3+ resnet50 (VOC config, 512x512, batch 8) with bilinear (the baseline) and lift.
+
+Time: the median of ``--steps`` timed steps after ``--warmup`` (CUDA synchronised).
+Memory: CUDA ``max_memory_allocated`` during the steps; on CPU, the growth of the process's
+resident set from before the first step to its peak (``ru_maxrss``): activations, gradients
+and optimizer state, not the weights and inputs. Ratios are against each model's baseline,
+measured in the same run.
+
+    python tools/bench_model.py --out bench_results/         # the configs' sizes (GPU)
+    python tools/bench_model.py --quick --out /tmp/bench     # x1/16 SegNet, resnet18, 64x64
+
+Writes ``bench_model.json`` and ``bench_model.md`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SEGNET = "configs/segnet_vgg16-max-maxunpool_camvid-360x480_10k.yaml"
+DEEPLAB = "configs/deeplabv3plus_r50-bilinear_voc12aug-512x512_20k.yaml"
+SEGNET_PAIRS = [
+    ("max", "maxunpool"),
+    ("max", "bilinear"),
+    ("avg", "bilinear"),
+    ("soft", "bilinear"),
+    ("lip", "bilinear"),
+    ("lift", "bilinear"),
+    ("lift", "lift"),
+]
+DEEPLAB_UPS = ["bilinear", "lift"]
+QUICK = {
+    "segnet": ["model.width=0.0625", "train.batch_size=2", "data.crop_size=[64,64]"],
+    "deeplabv3plus": ["model.encoder=resnet18", "train.batch_size=2", "data.crop_size=[64,64]"],
+}
+
+
+def cases(quick: bool) -> list[dict]:
+    """(model, label, config, overrides); the first case of each model is its baseline."""
+    out = []
+    for down, up in SEGNET_PAIRS:
+        sets = [f"model.down={down}", f"model.up={up}", *(QUICK["segnet"] if quick else [])]
+        out.append({"model": "segnet", "pair": f"{down}/{up}", "config": SEGNET, "set": sets})
+    for up in DEEPLAB_UPS:
+        sets = [f"model.up={up}", *(QUICK["deeplabv3plus"] if quick else [])]
+        out.append({"model": "deeplabv3plus", "pair": up, "config": DEEPLAB, "set": sets})
+    return out
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(case: dict, device: str, warmup: int, steps: int) -> dict:
+    """One case, in this process: params, median step time, peak memory of the steps."""
+    import torch
+    import torch.nn.functional as F
+
+    from seg.config import load_config
+    from seg.engine.trainer import autocast_dtype, build_optimizer
+    from seg.models import build_model
+
+    torch.manual_seed(0)
+    cfg = load_config(ROOT / case["config"], case["set"])
+    dev = torch.device(device)
+    model = build_model(cfg.model).to(dev).train()
+    optimizer = build_optimizer(model, cfg.train)
+    crop = cfg.data["crop_size"]
+    height, width = (crop, crop) if isinstance(crop, int) else crop
+    batch = cfg.train.batch_size
+    images = torch.randn(batch, 3, height, width, device=dev)
+    target = torch.randint(0, cfg.model["num_classes"], (batch, height, width), device=dev)
+    amp = autocast_dtype(cfg.train, dev)
+
+    def step() -> None:
+        with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
+            logits = model(images)
+        loss = F.cross_entropy(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev) / 2**20
+    else:
+        before = _rss_mib()
+    times = []
+    for index in range(warmup + steps):
+        sync()
+        start = time.perf_counter()
+        step()
+        sync()
+        if index >= warmup:
+            times.append(time.perf_counter() - start)
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20 - before
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    return {
+        **case,
+        "batch": batch,
+        "crop": [height, width],
+        "amp": str(amp).replace("torch.", "") if amp is not None else "none",
+        "params": sum(p.numel() for p in model.parameters()),
+        "step_ms": 1000 * statistics.median(times),
+        "peak_mib": peak,
+    }
+
+
+def run_isolated(case: dict, args: argparse.Namespace) -> dict:
+    command = [
+        sys.executable, __file__, "--worker", json.dumps(case), "--device", args.device,
+        "--warmup", str(args.warmup), "--steps", str(args.steps),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        error = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {**case, "error": error}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def add_ratios(results: list[dict]) -> None:
+    """Time and memory over the first (baseline) case of the same model."""
+    baselines: dict[str, dict] = {}
+    for result in results:
+        base = baselines.setdefault(result["model"], result)
+        for key in ("step_ms", "peak_mib"):
+            ok = "error" not in result and "error" not in base and base[key] > 0
+            result[f"{key}_ratio"] = result[key] / base[key] if ok else None
+        result["baseline"] = base["pair"]
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"# Training step per model and pooling pair ({report['device']})",
+        "",
+        f"{report['date']}; median of {report['steps']} steps after {report['warmup']}; "
+        f"memory: {report['memory']}.",
+        "",
+        "| model | pair | batch x crop | amp | params (M) | step (ms) | x baseline "
+        "| peak (MiB) | x baseline |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["results"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['pair']} | failed: {r['error']} |||||||")
+            continue
+        time_ratio = "-" if r["step_ms_ratio"] is None else f"{r['step_ms_ratio']:.2f}"
+        mem_ratio = "-" if r["peak_mib_ratio"] is None else f"{r['peak_mib_ratio']:.2f}"
+        lines.append(
+            f"| {r['model']} | {r['pair']} | {r['batch']} x {r['crop'][0]}x{r['crop'][1]} "
+            f"| {r['amp']} | {r['params'] / 1e6:.2f} | {r['step_ms']:.1f} | {time_ratio} "
+            f"| {r['peak_mib']:.0f} | {mem_ratio} |"
+        )
+    lines += ["", "Baselines: SegNet max/maxunpool, DeepLabV3+ bilinear."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description="Training-step time and peak memory per model and pooling pair.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n")[-2],
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny models and inputs (CPU CI)")
+    parser.add_argument("--device", help="default: cuda if available, else cpu")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument(
+        "--only", nargs="+", metavar="PAIR", help="only these pairs (and baselines)"
+    )
+    parser.add_argument("--out", help="folder for bench_model.json / bench_model.md")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # one case, in a child process
+    args = parser.parse_args(argv)
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.worker:
+        sys.path.insert(0, str(ROOT))
+        print(json.dumps(measure(json.loads(args.worker), args.device, args.warmup, args.steps)))
+        return {}
+
+    import datetime
+
+    import torch
+
+    selected = cases(args.quick)
+    if args.only:
+        baselines = {"max/maxunpool", "bilinear"}
+        selected = [c for c in selected if c["pair"] in {*args.only, *baselines}]
+    results = []
+    for case in selected:
+        print(f"{case['model']:>14} {case['pair']:<14}", end=" ", flush=True)
+        result = run_isolated(case, args)
+        results.append(result)
+        if "error" in result:
+            print("failed:", result["error"], flush=True)
+        else:
+            print(f"{result['step_ms']:9.1f} ms  {result['peak_mib']:8.0f} MiB", flush=True)
+    add_ratios(results)
+    cuda = args.device.startswith("cuda")
+    report = {
+        "device": torch.cuda.get_device_name(0)
+        if cuda
+        else f"CPU {platform.machine()}, {torch.get_num_threads()} threads",
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "memory": "CUDA max allocated during the steps"
+        if cuda
+        else "resident-set growth from before the first step to the peak",
+        "quick": args.quick,
+        "results": results,
+    }
+    text = markdown(report)
+    print("\n" + text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench_model.json").write_text(json.dumps(report, indent=2))
+        (out / "bench_model.md").write_text(text)
+    return report
+
+
+if __name__ == "__main__":
+    main()
