@@ -533,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("NAME", "KEY=VALUE"),
         help="a variant of the one config: its name, then its overrides (repeat the flag)",
     )
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these variants")
     parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="for all")
     parser.add_argument("--split", help="score on this split (default: each config's eval.split)")
@@ -562,6 +563,12 @@ def main(argv: list[str] | None = None) -> int:
             spec["variants"] = [Variant(Path(c).stem, Path(c).resolve()) for c in args.configs]
         else:
             parser.error("give config files, one config with --variant, or --study")
+        if args.only:
+            names = [v.name for v in spec["variants"]]
+            missing = [name for name in args.only if name not in names]
+            if missing:
+                raise StudyError(f"--only: no variant(s) {missing}; the variants are {names}")
+            spec["variants"] = [v for v in spec["variants"] if v.name in args.only]
         for variant in spec["variants"]:
             if not variant.config.is_file():
                 raise StudyError(f"config file not found: {variant.config}")

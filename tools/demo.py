@@ -1,17 +1,19 @@
-"""The whole workflow in a few minutes on a CPU: train, evaluate, predict (``make demo``).
+"""The whole workflow in minutes on a CPU: compare, evaluate, predict (``make demo``).
 
     python tools/demo.py                       # outputs under outputs/demo
     python tools/demo.py --iters 100 --out /tmp/demo
 
-Trains SegNet (VGG16-bn x0.25) with LiftDownPool / LiftUpPool on the built-in synthetic
-scenes, evaluates the best checkpoint on the validation split, writes a few test scenes as
-image files and predicts them. Each step runs the real command line, which it prints
-first, so the demo doubles as a copy-paste tutorial. Run it again and it resumes or
-reuses the finished training.
+Trains SegNet with LiftDownPool / LiftUpPool, with max pooling / MaxUnpool and with max
+pooling / bilinear upsampling on the built-in synthetic scenes (seed 0 of the synthetic
+study, studies/synthetic.yaml: the same protocol, one seed) and prints the comparison; then
+evaluates the lift/lift model on the test split, writes a few test scenes as image files and
+predicts them. Each step runs the real command line, which it prints first, so the demo
+doubles as a copy-paste tutorial. Run it again and it reuses what finished.
 
-Writes OUT/train (checkpoints, config.yaml, train.log, TensorBoard events in tb/),
-OUT/eval (metrics.json, metrics.md), OUT/images, OUT/predictions (palette PNGs and
-overlays) and OUT/demo_predictions.png (image | truth | prediction | overlay for each scene).
+Writes OUT/compare (results.md/json/png, predictions.png, and runs/VARIANT/seed0 with each
+model's checkpoints, train.log and TensorBoard events), OUT/eval (metrics.json, metrics.md),
+OUT/images, OUT/predictions (palette PNGs and overlays) and OUT/demo_predictions.png
+(image | truth | prediction | overlay for each scene).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from seg.config import load_config
 from seg.data import build_dataset, colorize
+from seg.engine import load_for_inference
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "segnet_vgg16x0.25-lift-lift_synthetic-128x128_2k.yaml"
+STUDY = ROOT / "studies" / "synthetic.yaml"
+VARIANTS = ["lift/lift", "max/maxunpool", "max/bilinear"]
 
 
 def run(*args: object) -> None:
@@ -44,33 +47,28 @@ def run(*args: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Train, evaluate and run SegNet-LiftPool on synthetic scenes.",
+        description="Compare LiftPool with MaxUnpool and bilinear on synthetic scenes.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n")[1],
     )
     parser.add_argument("--out", default="outputs/demo", help="output folder")
-    parser.add_argument("--iters", type=int, default=300, help="training iterations")
+    parser.add_argument("--iters", type=int, help="training iterations (default: the study's)")
     parser.add_argument("--images", type=int, default=4, help="test scenes to predict")
     parser.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="more config overrides"
     )
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
-    overrides = [
-        f"train.iters={args.iters}",
-        f"train.val_interval={max(args.iters // 3, 1)}",
-        f"train.ckpt_interval={max(args.iters // 3, 1)}",
-        "train.lr=0.05",
-        "train.warmup_iters=20",
-        "data.num_samples={train: 1000, val: 100, test: 100}",
-        *args.set,
-    ]
-    run("tools/train.py", CONFIG, "--work-dir", out / "train", "--resume", "--set", *overrides)
-    checkpoint = out / "train" / "best.pt"
-    run("tools/eval.py", checkpoint, "--out", out / "eval")
+    overrides = [*([f"train.iters={args.iters}"] if args.iters else []), *args.set]
+    run(
+        "tools/compare.py", "--study", STUDY, "--only", *VARIANTS, "--seeds", "0",
+        "--out", out / "compare", *(["--set", *overrides] if overrides else []),
+    )  # fmt: skip
+    checkpoint = out / "compare" / "runs" / "lift-lift" / "seed0" / "last.pt"
+    run("tools/eval.py", checkpoint, "--split", "test", "--out", out / "eval")
 
     # A few test scenes as ordinary image files, predicted like any user's pictures.
-    cfg = load_config(CONFIG, overrides)
+    cfg = load_for_inference(checkpoint)[1]
     test_set = build_dataset(cfg.data, "test")
     image_dir = out / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -92,10 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
     Image.fromarray(np.concatenate(rows[:-1], axis=0)).save(out / "demo_predictions.png")
 
-    print("\nValidation metrics of", checkpoint)
+    print("\nComparison (validation split, seed 0):")
+    print((out / "compare" / "results.md").read_text())
+    print("Test-split metrics of lift/lift,", checkpoint)
     print((out / "eval" / "metrics.md").read_text())
-    print(f"checkpoints:      {out / 'train'}/{{last,best}}.pt")
-    print(f"TensorBoard:      tensorboard --logdir {out / 'train' / 'tb'}")
+    print(f"comparison:       {out / 'compare'}/results.{{md,json,png}}, predictions.png")
+    print(f"checkpoints:      {out / 'compare' / 'runs'}/VARIANT/seed0/{{last,best}}.pt")
+    print(f"TensorBoard:      tensorboard --logdir {out / 'compare' / 'runs'}")
     print(f"metrics:          {out / 'eval' / 'metrics.json'}")
     print(f"predictions:      {out / 'predictions'} (palette PNGs, overlays/)")
     print(

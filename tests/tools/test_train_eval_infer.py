@@ -231,14 +231,23 @@ def test_torchrun_training_runs_and_writes_one_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_trains_evaluates_and_predicts(tmp_path):
+def test_demo_compares_evaluates_and_predicts(tmp_path):
     small = [s for s in SMALL if not s.startswith(("train.iters", "train.val", "train.ckpt"))]
     result = run_tool(
         "tools/demo.py", "--out", tmp_path, "--iters", "2", "--images", "2", "--set", *small
     )
-    assert "| mIoU |" in result.stdout and "$ python tools/train.py" in result.stdout
-    assert (tmp_path / "train" / "best.pt").is_file()
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["num_images"] == 5
+    assert "$ python tools/compare.py --study studies/synthetic.yaml" in result.stdout
+    for variant in ("lift/lift", "max/maxunpool", "max/bilinear"):
+        assert f"| {variant} | 1/1 |" in result.stdout
+    assert "| mIoU |" in result.stdout and "$ python tools/eval.py" in result.stdout
+    assert (tmp_path / "compare" / "runs" / "lift-lift" / "seed0" / "last.pt").is_file()
+    assert (
+        load_checkpoint(tmp_path / "compare" / "runs" / "max-bilinear" / "seed0" / "last.pt")[
+            "config"
+        ]["model"]["up"]
+        == "bilinear"
+    )
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["num_images"] == 3
     assert len(list((tmp_path / "predictions").glob("*.png"))) == 2
     assert len(list((tmp_path / "predictions" / "overlays").glob("*.jpg"))) == 2
     picture = Image.open(tmp_path / "demo_predictions.png")
