@@ -1,17 +1,18 @@
 """Training-step time and peak memory of whole models, for every pooling pair.
 
 One training step is what tools/train.py does per iteration: forward (under the config's
-autocast on CUDA), cross-entropy, backward, SGD update. Each case runs in a fresh process
+autocast on CUDA, cuDNN autotuned), cross-entropy (ignore 255) with the LiftPool
+regularisers at the config's weights, backward, SGD update. Each case runs in a fresh process
 (a clean allocator and a clean peak), on a random batch of the config's batch size and crop:
 
 * SegNet vgg16_bn (CamVid config, 360x480, batch 8) with max/maxunpool (the baseline),
   max/bilinear, avg/bilinear, soft/bilinear, lip/bilinear, lift/bilinear and lift/lift;
-* DeepLabV3+ resnet50 (VOC config, 512x512, batch 8) with bilinear (the baseline) and lift.
+* DeepLabV3+ resnet50 (VOC config, 512x512, batch 16) with bilinear (the baseline) and lift.
 
 Time: the median of ``--steps`` timed steps after ``--warmup`` (CUDA synchronised).
 Memory: CUDA ``max_memory_allocated`` during the steps; on CPU, the growth of the process's
-resident set from before the first step to its peak (``ru_maxrss``): activations, gradients
-and optimizer state, not the weights and inputs. Ratios are against each model's baseline,
+resident set from before the first step to its peak during the steps (the high-water mark
+is reset first): activations, gradients and optimizer state, not the weights and inputs. Ratios are against each model's baseline,
 measured in the same run.
 
     python tools/bench_model.py --out bench_results/         # the configs' sizes (GPU)
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -63,12 +63,21 @@ def cases(quick: bool) -> list[dict]:
     return out
 
 
-def _rss_mib() -> float:
+def _status_mib(field: str) -> float:
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _reset_cpu_peak() -> bool:
+    """Restart the resident-set high-water mark (VmHWM) from now (Linux 4.0+)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 def measure(case: dict, device: str, warmup: int, steps: int) -> dict:
@@ -79,11 +88,15 @@ def measure(case: dict, device: str, warmup: int, steps: int) -> dict:
     from seg.config import load_config
     from seg.engine.trainer import autocast_dtype, build_optimizer
     from seg.models import build_model
+    from seg.ops import set_lift_regularization
 
     torch.manual_seed(0)
     cfg = load_config(ROOT / case["config"], case["set"])
     dev = torch.device(device)
     model = build_model(cfg.model).to(dev).train()
+    set_lift_regularization(model, cfg.train.lambda_u, cfg.train.lambda_p)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     optimizer = build_optimizer(model, cfg.train)
     crop = cfg.data["crop_size"]
     height, width = (crop, crop) if isinstance(crop, int) else crop
@@ -91,14 +104,16 @@ def measure(case: dict, device: str, warmup: int, steps: int) -> dict:
     images = torch.randn(batch, 3, height, width, device=dev)
     target = torch.randint(0, cfg.model["num_classes"], (batch, height, width), device=dev)
     amp = autocast_dtype(cfg.train, dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
 
     def step() -> None:
         with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
             logits = model(images)
-        loss = F.cross_entropy(logits.float(), target)
+        loss = F.cross_entropy(logits.float(), target, ignore_index=255)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     def sync() -> None:
         if dev.type == "cuda":
@@ -109,7 +124,8 @@ def measure(case: dict, device: str, warmup: int, steps: int) -> dict:
         torch.cuda.reset_peak_memory_stats(dev)
         before = torch.cuda.memory_allocated(dev) / 2**20
     else:
-        before = _rss_mib()
+        before = _status_mib("VmRSS")
+        _reset_cpu_peak()
     times = []
     for index in range(warmup + steps):
         sync()
@@ -121,7 +137,7 @@ def measure(case: dict, device: str, warmup: int, steps: int) -> dict:
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) / 2**20 - before
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+        peak = _status_mib("VmHWM") - before
     return {
         **case,
         "batch": batch,
@@ -213,6 +229,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     selected = cases(args.quick)
     if args.only:
+        unknown = sorted(set(args.only) - {c["pair"] for c in selected})
+        if unknown:
+            pairs = sorted({c["pair"] for c in selected})
+            parser.error(f"--only: unknown pair(s) {unknown}; choose from {pairs}")
         baselines = {"max/maxunpool", "bilinear"}
         selected = [c for c in selected if c["pair"] in {*args.only, *baselines}]
     results = []
@@ -227,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
     add_ratios(results)
     cuda = args.device.startswith("cuda")
     report = {
-        "device": torch.cuda.get_device_name(0)
+        "device": torch.cuda.get_device_name(torch.device(args.device))
         if cuda
         else f"CPU {platform.machine()}, {torch.get_num_threads()} threads",
         "date": datetime.date.today().isoformat(),

@@ -14,12 +14,18 @@ or the study stops before it starts) with each seed (``train.seed``), through
 ``tools/train.py`` in a subprocess, then the final weights (``--checkpoint best`` for the
 best validation checkpoint) are scored on ``--split`` with ``tools/eval.py``.
 
-Resumable: a run that finished is not run again, an interrupted one continues from its
-``last.pt``; run the same command again. A run that fails is reported in the tables and in
-the exit status, never averaged in; the others go on. ``OUT`` holds::
+Resumable: a run that finished is not run again, an interrupted one (Ctrl-C or SIGTERM:
+the run saves its ``last.pt`` first) continues from there; run the same command again. A
+finished run is reused when only the scoring changes (``--split``, ``--checkpoint``); a run
+folder trained with other settings is refused, not mixed in. ``--only NAME ...`` runs those
+variants and tabulates them with whatever the others have finished. A run that fails is
+reported in the tables and in the exit status (1), never averaged in; the others go on.
+Paths in ``--set`` values (``data.root=...``) are read from the repository root, where the
+tools run. ``OUT`` holds::
 
-    runs/VARIANT/seedN/   the training work dir (checkpoints, train.log, tb/), compare.log
-                          (its output) and eval_SPLIT/metrics.json
+    runs/VARIANT/seedN/   the training work dir (checkpoints, train.log, tb/, metrics.json:
+                          the final validation), compare.log (the tools' output) and, for
+                          another split or checkpoint, eval_SPLIT_CHECKPOINT/metrics.json
     results.md            mean ± std over seeds: mIoU, mean Boundary IoU, aAcc, mAcc,
                           per-class IoU, parameters, training s/iter, peak memory
     results.json          every run's figures and the aggregates
@@ -33,6 +39,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import platform
 import re
 import shlex
@@ -79,6 +86,7 @@ class Study:
     title: str = "study"
     device: str | None = None
     num_images: int = 4
+    only: list[str] | None = None  # run these variants; show the others' finished runs
 
 
 # ---------------------------------------------------------------- the study definition
@@ -128,13 +136,20 @@ def _resolve(config: str, folder: Path) -> Path:
 
 def check_budgets(study: Study) -> dict:
     """Every variant resolves to a valid config with the same iterations and batch size."""
-    budgets = {}
+    budgets, scored = {}, {}
     for variant in study.variants:
         try:
             cfg = load_config(variant.config, [*study.overrides, *variant.overrides])
         except ConfigError as error:
             raise StudyError(f"variant {variant.name!r}: {error}") from error
         budgets[variant.name] = (cfg.train.iters, cfg.train.batch_size)
+        scored[variant.name] = (study.split or cfg.eval.split, cfg.model["num_classes"])
+    if len(set(scored.values())) > 1:
+        listed = ", ".join(f"{n}: {s} split, {k} classes" for n, (s, k) in scored.items())
+        raise StudyError(
+            f"the variants are not scored on the same data ({listed}); give them one "
+            "eval.split (or --split) and the same data set"
+        )
     if len(set(budgets.values())) > 1:
         listed = ", ".join(f"{n}: {i} iters x batch {b}" for n, (i, b) in budgets.items())
         raise StudyError(
@@ -156,18 +171,32 @@ def run_dir(study: Study, variant: Variant, seed: int) -> Path:
 
 
 def run_settings(study: Study, variant: Variant, seed: int) -> dict:
+    """What a run trains (not how it is scored: another split or checkpoint reuses it)."""
+    overrides = [*study.overrides, *variant.overrides, f"train.seed={seed}"]
+    resolved = load_config(variant.config, overrides).to_dict()
+    resolved.pop("output")  # where it writes and whether it draws a progress bar
+    config = variant.config.relative_to(ROOT) if variant.config.is_relative_to(ROOT) else None
     return {
         "variant": variant.name,
-        "config": str(variant.config),
-        "set": [*study.overrides, *variant.overrides, f"train.seed={seed}"],
-        "split": study.split,
-        "checkpoint": study.checkpoint,
+        "config": str(config or variant.config),
+        "set": overrides,
+        "resolved": resolved,
     }
 
 
-def _result_path(folder: Path, cfg_split: str, study: Study) -> Path:
-    split = study.split or cfg_split
-    if study.checkpoint == "last" and split == cfg_split:
+def _same_training(stored: dict, settings: dict) -> bool:
+    if "resolved" in stored:
+        return stored["resolved"] == settings["resolved"]
+    # Older record (config path and overrides only).
+    return (
+        stored.get("set") == settings["set"]
+        and Path(stored.get("config", "")).resolve() == (ROOT / settings["config"]).resolve()
+    )
+
+
+def _result_path(folder: Path, cfg, study: Study) -> Path:
+    split = study.split or cfg.eval.split
+    if study.checkpoint == "last" and split == cfg.eval.split and cfg.train.val_max_images is None:
         return folder / "metrics.json"  # the trainer's final validation: the last weights
     return folder / f"eval_{split}_{study.checkpoint}" / "metrics.json"
 
@@ -197,24 +226,32 @@ def _run_logged(args: list[str], log_path: Path) -> int:
             raise
 
 
-def run_one(study: Study, variant: Variant, seed: int) -> dict:
-    """Train and score one (variant, seed); returns its record (status ok / failed)."""
+def run_one(study: Study, variant: Variant, seed: int, train: bool = True) -> dict | None:
+    """Train and score one (variant, seed); returns its record (status ok / failed).
+
+    ``train=False``: only pick up a run that already finished (None if it did not).
+    """
     folder = run_dir(study, variant, seed)
+    if not train and not (folder / "compare_run.json").is_file():
+        return None
     folder.mkdir(parents=True, exist_ok=True)
     settings = run_settings(study, variant, seed)
     stored = folder / "compare_run.json"
-    if stored.is_file() and json.loads(stored.read_text()) != settings:
+    if stored.is_file() and not _same_training(json.loads(stored.read_text()), settings):
         raise StudyError(
-            f"{folder} holds a run with other settings ({stored}); the study changed. "
+            f"{folder} holds a run trained with other settings ({stored}); the study changed. "
             "Use another --out, or delete that folder to run it again"
         )
     stored.write_text(json.dumps(settings, indent=2))
     cfg = load_config(variant.config, settings["set"])
     split = study.split or cfg.eval.split
-    result = _result_path(folder, cfg.eval.split, study)
+    result = _result_path(folder, cfg, study)
     record = {"variant": variant.name, "seed": seed, "dir": str(folder), "split": split}
     log_path = folder / "compare.log"
-    if not (folder / "metrics.json").is_file():
+    if not train:
+        if not (result.is_file() and (folder / "metrics.json").is_file()):
+            return None
+    elif not (folder / "metrics.json").is_file():
         train_args = [
             "tools/train.py", str(variant.config), "--work-dir", str(folder), "--resume",
             "--set", *settings["set"], "output.progress=false",
@@ -262,10 +299,13 @@ def aggregate(study: Study, records: list[dict]) -> list[dict]:
     rows = []
     for variant in study.variants:
         runs = [r for r in records if r["variant"] == variant.name]
+        if not runs:
+            continue  # not run (--only) and nothing on disk
         ok = [r for r in runs if r["status"] == "ok"]
         row = {
             "variant": variant.name,
             "runs": len(ok),
+            "planned": len(study.seeds),
             "failed": [r["seed"] for r in runs if r["status"] != "ok"],
             "seeds": [r["seed"] for r in ok],
         }
@@ -305,12 +345,17 @@ def markdown(study: Study, rows: list[dict], records: list[dict], header: dict) 
         f"{header['budget']['batch_size']}, seeds {' '.join(map(str, study.seeds))}, "
         f"scored on the {header['split']} split with the {study.checkpoint} checkpoint",
         "- figures in %, mean ± sample std over the seeds that finished",
+        *(
+            [f"- **incomplete**: {header['done']} of {header['planned']} runs so far"]
+            if header.get("done", 0) < header.get("planned", 0)
+            else []
+        ),
         "",
         f"| variant | runs | mIoU | mBIoU | aAcc | mAcc | params (M) | s/iter | {kind} |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        runs = f"{row['runs']}/{row['runs'] + len(row['failed'])}"
+        runs = f"{row['runs']}/{row['planned']}"
         params = "-" if row["params"] is None else f"{row['params'] / 1e6:.3f}"
         spi, mem = row["seconds_per_iter"][0], row["peak_memory_mib"][0]
         lines.append(
@@ -387,7 +432,9 @@ def prediction_grid(study: Study, records: list[dict], path: Path) -> bool:
     columns, dataset, meta = [], None, None
     for name, record in chosen.items():
         ckpt = Path(record["dir"]) / f"{study.checkpoint}.pt"
-        model, cfg, meta = load_for_inference(ckpt, (f"eval.split={record['split']}",))
+        model, cfg, meta = load_for_inference(
+            ckpt, (f"eval.split={record['split']}",), device=study.device or "cpu"
+        )
         if dataset is None:
             transform = build_val_transform(meta["mean"], meta["std"])
             dataset = build_dataset(cfg.data, record["split"], transform=transform)
@@ -397,13 +444,13 @@ def prediction_grid(study: Study, records: list[dict], path: Path) -> bool:
             with torch.no_grad():
                 probs = predict(
                     model,
-                    image[None],
+                    image[None].to(next(model.parameters()).device),
                     mode=cfg.eval.mode,
                     crop_size=cfg.eval.crop_size,
                     stride=cfg.eval.stride,
                     resize=cfg.data.get("resize"),
                 )
-            predictions.append(probs.argmax(1)[0].numpy())
+            predictions.append(probs.argmax(1)[0].cpu().numpy())
         columns.append((name, predictions))
     palette = np.asarray(meta["palette"], dtype=np.uint8)
     ignore = dataset.ignore_index
@@ -468,6 +515,7 @@ def run_study(study: Study, command: str) -> int:
     budget = check_budgets(study)
     study.out.mkdir(parents=True, exist_ok=True)
     cfg0 = load_config(study.variants[0].config, [*study.overrides, *study.variants[0].overrides])
+    selected = [v for v in study.variants if study.only is None or v.name in study.only]
     header = {
         "title": study.title,
         "command": command,
@@ -477,33 +525,48 @@ def run_study(study: Study, command: str) -> int:
         "split": study.split or cfg0.eval.split,
         "checkpoint": study.checkpoint,
         "seeds": study.seeds,
+        "planned": len(study.seeds) * len(selected),
+        "done": 0,
     }
-    records = []
-    total = len(study.seeds) * len(study.variants)
-    # Seed-major: after the first seed every variant has a result to look at.
-    for seed in study.seeds:
-        for variant in study.variants:
-            print(f"[{len(records) + 1}/{total}] {variant.name}, seed {seed}", flush=True)
-            try:
+    records: list[dict] = []
+    position = 0
+    try:
+        # Seed-major: after the first seed every variant has a result to look at.
+        for seed in study.seeds:
+            for variant in study.variants:
+                if variant not in selected:  # --only: show what finished, run nothing
+                    record = run_one(study, variant, seed, train=False)
+                    if record is not None:
+                        records.append(record)
+                    continue
+                position += 1
+                print(f"[{position}/{header['planned']}] {variant.name}, seed {seed}", flush=True)
                 record = run_one(study, variant, seed)
-            except KeyboardInterrupt:
-                write_results(study, records, header)
-                print(
-                    f"interrupted at {variant.name} seed {seed}; run the same command again "
-                    "to continue where it stopped",
-                    file=sys.stderr,
-                )
-                return 130
-            records.append(record)
-            if record["status"] == "ok":
-                m = record["metrics"]
-                print(f"    mIoU {100 * _nan(m['mIoU']):.2f}  mBIoU {100 * _nan(m['mBIoU']):.2f}")
-            else:
-                print(f"    FAILED (exit {record['returncode']}): see {record['dir']}/compare.log")
-            write_results(study, records, header)  # partial tables while the study runs
-    write_results(study, records, header)
-    if prediction_grid(study, records, study.out / "predictions.png"):
-        print(f"wrote {study.out / 'predictions.png'}")
+                records.append(record)
+                header["done"] += 1
+                if record["status"] == "ok":
+                    m = record["metrics"]
+                    print(
+                        f"    mIoU {100 * _nan(m['mIoU']):.2f}  mBIoU {100 * _nan(m['mBIoU']):.2f}"
+                    )
+                else:
+                    print(
+                        f"    FAILED (exit {record['returncode']}): see {record['dir']}/compare.log"
+                    )
+                write_results(study, records, header)  # the tables so far, while it runs
+        write_results(study, records, header)
+        try:
+            if prediction_grid(study, records, study.out / "predictions.png"):
+                print(f"wrote {study.out / 'predictions.png'}")
+        except (OSError, ValueError, RuntimeError, ConfigError) as error:
+            print(f"warning: no predictions.png: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        write_results(study, records, header)
+        print(
+            "interrupted; run the same command again to continue where it stopped",
+            file=sys.stderr,
+        )
+        return 130
     print((study.out / "results.md").read_text())
     print(f"wrote {study.out}/results.{{md,json,png}}")
     failed = [r for r in records if r["status"] != "ok"]
@@ -521,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Train and compare variants over seeds with the same budget.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n")[1],
+        epilog=__doc__.split("\n\n", 1)[1],
     )
     parser.add_argument("configs", nargs="*", help="config files (each a variant)")
     parser.add_argument("--study", help="a study YAML (configs, variants, seeds, overrides)")
@@ -568,14 +631,13 @@ def main(argv: list[str] | None = None) -> int:
             missing = [name for name in args.only if name not in names]
             if missing:
                 raise StudyError(f"--only: no variant(s) {missing}; the variants are {names}")
-            spec["variants"] = [v for v in spec["variants"] if v.name in args.only]
         for variant in spec["variants"]:
             if not variant.config.is_file():
                 raise StudyError(f"config file not found: {variant.config}")
         first = Path(args.study) if args.study else spec["variants"][0].config
         study = Study(
             variants=spec["variants"],
-            seeds=args.seeds or spec.get("seeds") or [0, 1, 2],
+            seeds=list(dict.fromkeys(args.seeds or spec.get("seeds") or [0, 1, 2])),
             out=Path(args.out).resolve()
             if args.out
             else ROOT / (spec.get("out") or Path("results") / first.stem),
@@ -584,8 +646,10 @@ def main(argv: list[str] | None = None) -> int:
             overrides=[*spec.get("overrides", []), *args.set],
             title=args.title or spec.get("title") or first.stem,
             device=args.device,
-            num_images=args.images if args.images is not None else spec.get("num_images") or 4,
+            num_images=next(n for n in (args.images, spec.get("num_images"), 4) if n is not None),
+            only=args.only,
         )
+        os.chdir(ROOT)  # the tools run here: relative data roots mean the same to all
         signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: the run saves first
         return run_study(study, command)
     except (StudyError, ConfigError) as error:

@@ -477,7 +477,9 @@ def train(
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             iteration += 1
-            cost["train_seconds"] += time.perf_counter() - step_start  # flags[0] synced it
+            if dist_info.device.type == "cuda":
+                torch.cuda.synchronize(dist_info.device)  # backward and update ran async
+            cost["train_seconds"] += time.perf_counter() - step_start
             cost["timed_iters"] += 1
             cost["peak_memory_mib"] = max(
                 cost["peak_memory_mib"], peak_memory_mib(dist_info.device)[0]
@@ -513,6 +515,8 @@ def train(
             interrupted = flags[1] > 0 or (stop_after is not None and iteration >= stop_after)
             if finished or (tcfg.val_interval and iteration % tcfg.val_interval == 0):
                 metrics = validate(iteration)
+                if dist_info.device.type == "cuda":  # the peak is training's, not validation's
+                    torch.cuda.reset_peak_memory_stats(dist_info.device)
                 if metrics["mIoU"] > best_miou:
                     best_miou = metrics["mIoU"]
                     if dist_info.is_main:

@@ -48,8 +48,8 @@ TINY = {
 VARIANTS = [
     ["--variant", "lift/lift", "model.down=lift", "model.up=lift"],
     ["--variant", "max/maxunpool", "model.down=max", "model.up=maxunpool"],
-    # Valid as a config, fails when the data set is built: a run that fails on its own.
-    ["--variant", "broken", "model.num_classes=5"],
+    # Valid as a config, fails when training starts: a run that fails on its own.
+    ["--variant", "broken", "train.class_weights=[1.0, 2.0]"],
 ]
 
 
@@ -130,10 +130,10 @@ def test_a_failed_run_is_reported_and_not_averaged(study):
     assert broken["runs"] == 0 and broken["failed"] == [0, 1] and broken["mIoU"] == [None, None]
     failed = [run for run in results["runs"] if run["status"] == "failed"]
     assert [run["seed"] for run in failed] == [0, 1]
-    assert all("model.num_classes is 5" in run["error"] for run in failed)
+    assert all("class_weights has 2 values for 4 classes" in run["error"] for run in failed)
     text = (out / "results.md").read_text()
     assert "| broken | 0/2 |" in text and "| lift/lift | 2/2 |" in text
-    assert "Failed runs" in text and "set model.num_classes=4" in text
+    assert "Failed runs" in text and "class_weights has 2 values" in text
     assert "2 run(s) failed" in first.stderr
 
 
@@ -161,7 +161,18 @@ def test_running_again_reruns_only_what_did_not_finish(study, tiny_config):
     assert (out / "runs" / "lift-lift" / "seed0" / "last.pt").stat().st_mtime_ns == mtime
     assert broken_log.read_text().count("tools/train.py") == before[1] + 1  # failures retry
     assert "| lift/lift | 2/2 |" in again.stdout
-    # The same folder with other settings is refused, not mixed in.
+    # Scoring another checkpoint reuses the training; the same folder trained with other
+    # settings is refused, not mixed in.
+    only = compare_cli(*args, "--only", "lift/lift", check=0)  # and what else finished
+    assert "| lift/lift | 2/2 |" in only.stdout and "| max/maxunpool | 2/2 |" in only.stdout
+    assert "| broken |" not in only.stdout
+    best = compare_cli(*args, "--checkpoint", "best", "--only", "lift/lift", check=0)
+    assert lift_log.read_text().count("tools/train.py") == before[0].count("tools/train.py")
+    assert "tools/eval.py" in lift_log.read_text()
+    scored = json.loads((lift_log.parent / "eval_val_best" / "metrics.json").read_text())
+    assert scored["checkpoint"].endswith("best.pt") and scored["num_images"] == 5
+    # max/maxunpool has no best-checkpoint score: it is not mixed into that table.
+    assert "| lift/lift | 2/2 |" in best.stdout and "| max/maxunpool |" not in best.stdout
     changed = compare_cli(*args, "--set", "train.lr=0.01", check=2)
     assert "the study changed" in changed.stderr
 
@@ -206,7 +217,7 @@ def test_an_interrupted_study_continues_where_it_stopped(tmp_path, tiny_config):
     assert load_checkpoint(out / "runs" / "lift-lift" / "seed0" / "last.pt")["iteration"] == 300
 
 
-def test_variants_must_share_a_budget(tiny_config, tmp_path):
+def test_variants_must_share_a_budget_and_a_test_set(tiny_config, tmp_path):
     done = compare_cli(
         tiny_config,
         *["--variant", "short", "train.iters=2", "--variant", "long", "train.iters=5"],
@@ -215,6 +226,9 @@ def test_variants_must_share_a_budget(tiny_config, tmp_path):
     )
     assert "don't share a budget" in done.stderr and "short: 2 iters" in done.stderr
     assert not (tmp_path / "runs").exists()
+    done = compare_cli(tiny_config, "--variant", "a", "--variant", "b", "eval.split=test",
+                       "--out", tmp_path, check=2)  # fmt: skip
+    assert "not scored on the same data" in done.stderr and "b: test split" in done.stderr
 
 
 def test_a_study_file_names_its_variants_and_rejects_unknown_keys(tmp_path, tiny_config):
