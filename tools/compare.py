@@ -226,6 +226,14 @@ def _run_logged(args: list[str], log_path: Path) -> int:
             raise
 
 
+def _run_step(study: Study, log_path: Path, *args: str) -> int:
+    """A tool on the study's device; an interrupted one stops the study (it resumes)."""
+    code = _run_logged([*args, *(["--device", study.device] if study.device else [])], log_path)
+    if code in INTERRUPTED:
+        raise KeyboardInterrupt
+    return code
+
+
 def run_one(study: Study, variant: Variant, seed: int, train: bool = True) -> dict | None:
     """Train and score one (variant, seed); returns its record (status ok / failed).
 
@@ -252,27 +260,21 @@ def run_one(study: Study, variant: Variant, seed: int, train: bool = True) -> di
         if not (result.is_file() and (folder / "metrics.json").is_file()):
             return None
     elif not (folder / "metrics.json").is_file():
-        train_args = [
+        code = _run_step(
+            study,
+            log_path,
             "tools/train.py", str(variant.config), "--work-dir", str(folder), "--resume",
             "--set", *settings["set"], "output.progress=false",
-        ]  # fmt: skip
-        if study.device:
-            train_args += ["--device", study.device]
-        code = _run_logged(train_args, log_path)
-        if code in INTERRUPTED:
-            raise KeyboardInterrupt
+        )  # fmt: skip
         if code != 0:
             return {**record, "status": "failed", "returncode": code, "error": _tail(log_path)}
     if not result.is_file():
-        eval_args = [
+        code = _run_step(
+            study,
+            log_path,
             "tools/eval.py", str(folder / f"{study.checkpoint}.pt"), "--split", split,
             "--out", str(result.parent),
-        ]  # fmt: skip
-        if study.device:
-            eval_args += ["--device", study.device]
-        code = _run_logged(eval_args, log_path)
-        if code in INTERRUPTED:
-            raise KeyboardInterrupt
+        )  # fmt: skip
         if code != 0:
             return {**record, "status": "failed", "returncode": code, "error": _tail(log_path)}
     metrics = json.loads(result.read_text())

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,27 +20,6 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import compare  # noqa: E402
 
-TINY = {
-    "model": {"name": "segnet", "num_classes": 4, "width": 0.0625, "depth": 3},
-    "data": {
-        "name": "synthetic",
-        "size": 32,
-        "num_classes": 4,
-        "num_samples": {"train": 12, "val": 5, "test": 3},
-    },
-    "train": {
-        "iters": 3,
-        "batch_size": 2,
-        "workers": 0,
-        "lr": 0.05,
-        "val_interval": 0,
-        "ckpt_interval": 1,
-        "log_interval": 1,
-        "num_vis": 0,
-    },
-    "eval": {"batch_size": 2, "workers": 0},
-    "output": {"tensorboard": False},
-}
 VARIANTS = [
     ["--variant", "lift/lift", "model.down=lift", "model.up=lift"],
     ["--variant", "max/maxunpool", "model.down=max", "model.up=maxunpool"],
@@ -53,30 +28,8 @@ VARIANTS = [
 ]
 
 
-def compare_cli(*args, check=None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "tools/compare.py", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check is not None and done.returncode != check:
-        raise AssertionError(f"exit {done.returncode}:\n{done.stdout}\n{done.stderr}")
-    return done
-
-
 @pytest.fixture(scope="module")
-def tiny_config(tmp_path_factory):
-    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY))
-    return path
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory, tiny_config):
+def study(tmp_path_factory, tiny_config, compare_cli):
     out = tmp_path_factory.mktemp("study")
     args = [tiny_config, *sum(VARIANTS, []), "--seeds", 0, 1, "--images", 2, "--out", out]
     first = compare_cli(*args, check=1)  # 1: a run failed
@@ -150,7 +103,7 @@ def test_pictures_are_written(study):
 
 
 @pytest.mark.slow
-def test_running_again_reruns_only_what_did_not_finish(study, tiny_config):
+def test_running_again_reruns_only_what_did_not_finish(study, compare_cli):
     out, args, _ = study
     lift_log = out / "runs" / "lift-lift" / "seed0" / "compare.log"
     broken_log = out / "runs" / "broken" / "seed0" / "compare.log"
@@ -177,47 +130,7 @@ def test_running_again_reruns_only_what_did_not_finish(study, tiny_config):
     assert "the study changed" in changed.stderr
 
 
-@pytest.mark.slow
-def test_an_interrupted_study_continues_where_it_stopped(tmp_path, tiny_config):
-    out = tmp_path / "study"
-    args = [
-        tiny_config, "--variant", "lift/lift", "--seeds", "0", "--images", "0",
-        "--set", "train.iters=300", "train.ckpt_interval=300", "--out", out,
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "tools/compare.py", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    train_log = out / "runs" / "lift-lift" / "seed0" / "train.log"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if train_log.is_file() and "iter 2/300" in train_log.read_text():
-            break
-        time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail("training never reached iteration 2")
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 130, stderr
-    assert "run the same command again" in stderr
-    stopped = load_checkpoint(out / "runs" / "lift-lift" / "seed0" / "last.pt")["iteration"]
-    assert 2 <= stopped < 300
-    assert not (out / "runs" / "lift-lift" / "seed0" / "metrics.json").exists()
-    compare_cli(*args, check=0)
-    assert (
-        f"resumed from {out / 'runs' / 'lift-lift' / 'seed0' / 'last.pt'} at iteration {stopped}"
-        in (train_log.read_text())
-    )
-    assert load_checkpoint(out / "runs" / "lift-lift" / "seed0" / "last.pt")["iteration"] == 300
-
-
-def test_variants_must_share_a_budget_and_a_test_set(tiny_config, tmp_path):
+def test_variants_must_share_a_budget_and_a_test_set(tiny_config, tmp_path, compare_cli):
     done = compare_cli(
         tiny_config,
         *["--variant", "short", "train.iters=2", "--variant", "long", "train.iters=5"],
@@ -233,7 +146,8 @@ def test_variants_must_share_a_budget_and_a_test_set(tiny_config, tmp_path):
 
 def test_a_study_file_names_its_variants_and_rejects_unknown_keys(tmp_path, tiny_config):
     other = tmp_path / "other.yaml"
-    other.write_text(yaml.safe_dump({**TINY, "model": {**TINY["model"], "up": "bilinear"}}))
+    tiny = yaml.safe_load(tiny_config.read_text())
+    other.write_text(yaml.safe_dump({**tiny, "model": {**tiny["model"], "up": "bilinear"}}))
     path = tmp_path / "study.yaml"
     path.write_text(
         yaml.safe_dump(

@@ -1,0 +1,63 @@
+"""Shared by the tools' tests: a tiny training config and tools/compare.py's command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TINY = {
+    "model": {"name": "segnet", "num_classes": 4, "width": 0.0625, "depth": 3},
+    "data": {
+        "name": "synthetic",
+        "size": 32,
+        "num_classes": 4,
+        "num_samples": {"train": 12, "val": 5, "test": 3},
+    },
+    "train": {
+        "iters": 3,
+        "batch_size": 2,
+        "workers": 0,
+        "lr": 0.05,
+        "val_interval": 0,
+        "ckpt_interval": 1,
+        "log_interval": 1,
+        "num_vis": 0,
+    },
+    "eval": {"batch_size": 2, "workers": 0},
+    "output": {"tensorboard": False},
+}
+
+
+def _compare_cli(*args, check=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "tools/compare.py", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check is not None and done.returncode != check:
+        raise AssertionError(f"exit {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+@pytest.fixture(scope="session")
+def compare_cli():
+    """Run tools/compare.py; ``check`` = the exit status expected (None: any)."""
+    return _compare_cli
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path

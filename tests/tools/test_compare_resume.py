@@ -1,0 +1,59 @@
+"""tools/compare.py stopped by SIGTERM mid-run, then run again: the run continues from last.pt.
+
+In its own file so that it runs beside test_compare.py's study (pytest-xdist, a file per worker).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from seg.engine import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_an_interrupted_study_continues_where_it_stopped(tmp_path, tiny_config, compare_cli):
+    out = tmp_path / "study"
+    args = [
+        tiny_config, "--variant", "lift/lift", "--seeds", "0", "--images", "0",
+        "--set", "train.iters=100", "train.ckpt_interval=100", "--out", out,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "tools/compare.py", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    train_log = out / "runs" / "lift-lift" / "seed0" / "train.log"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if train_log.is_file() and "iter 2/100" in train_log.read_text():
+            break
+        time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("training never reached iteration 2")
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr
+    assert "run the same command again" in stderr
+    stopped = load_checkpoint(out / "runs" / "lift-lift" / "seed0" / "last.pt")["iteration"]
+    assert 2 <= stopped < 100
+    assert not (out / "runs" / "lift-lift" / "seed0" / "metrics.json").exists()
+    compare_cli(*args, check=0)
+    assert (
+        f"resumed from {out / 'runs' / 'lift-lift' / 'seed0' / 'last.pt'} at iteration {stopped}"
+        in (train_log.read_text())
+    )
+    assert load_checkpoint(out / "runs" / "lift-lift" / "seed0" / "last.pt")["iteration"] == 100
