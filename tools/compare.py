@@ -54,6 +54,7 @@ import numpy as np
 import yaml
 
 from seg.config import ConfigError, load_config
+from seg.engine.evaluator import json_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY_KEYS = ("mIoU", "mBIoU", "aAcc", "mAcc")
@@ -487,22 +488,12 @@ def write_results(study: Study, records: list[dict], header: dict) -> list[dict]
     (study.out / "results.md").write_text(markdown(study, rows, records, header))
     (study.out / "results.json").write_text(
         json.dumps(
-            _json_ready({**header, "variants": rows, "runs": records}), indent=2, allow_nan=False
+            json_ready({**header, "variants": rows, "runs": records}), indent=2, allow_nan=False
         )
     )
     if any(row["runs"] for row in rows):
         plot(study, rows, records, study.out / "results.png")
     return rows
-
-
-def _json_ready(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    return value
 
 
 def machine() -> str:

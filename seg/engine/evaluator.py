@@ -133,12 +133,12 @@ def evaluate(
 
 
 def json_ready(metrics: dict[str, object]) -> dict[str, object]:
-    """NaN -> None, recursively, so ``json.dump`` writes ``null`` for excluded classes."""
+    """NaN -> None (tuples -> lists), recursively: ``json.dump`` writes ``null`` for them."""
 
     def clean(value):
         if isinstance(value, float) and math.isnan(value):
             return None
-        if isinstance(value, list):
+        if isinstance(value, list | tuple):
             return [clean(v) for v in value]
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items()}
