@@ -4,6 +4,7 @@ Without a GPU, Triton kernels run through Triton's interpreter, which must be
 switched on before anything imports triton: hence here, first.
 """
 
+import copy
 import os
 
 import torch
@@ -28,3 +29,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+TINY = {
+    "model": {"name": "segnet", "num_classes": 4, "width": 0.0625, "depth": 3},
+    "data": {
+        "name": "synthetic",
+        "size": 32,
+        "num_classes": 4,
+        "num_samples": {"train": 12, "val": 5, "test": 3},
+    },
+    "train": {"batch_size": 2, "workers": 0, "lr": 0.05, "log_interval": 1},
+    "eval": {"batch_size": 2, "workers": 0},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_raw():
+    """A training config small enough for a CPU test (SegNet x1/16, depth 3, 32x32 scenes), as
+    the dict a YAML file holds. Each call returns a fresh copy with ``sections`` merged in."""
+
+    def make(**sections):
+        raw = copy.deepcopy(TINY)
+        for name, values in sections.items():
+            raw.setdefault(name, {}).update(values)
+        return raw
+
+    return make

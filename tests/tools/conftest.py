@@ -12,28 +12,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
-TINY = {
-    "model": {"name": "segnet", "num_classes": 4, "width": 0.0625, "depth": 3},
-    "data": {
-        "name": "synthetic",
-        "size": 32,
-        "num_classes": 4,
-        "num_samples": {"train": 12, "val": 5, "test": 3},
-    },
-    "train": {
-        "iters": 3,
-        "batch_size": 2,
-        "workers": 0,
-        "lr": 0.05,
-        "val_interval": 0,
-        "ckpt_interval": 1,
-        "log_interval": 1,
-        "num_vis": 0,
-    },
-    "eval": {"batch_size": 2, "workers": 0},
-    "output": {"tensorboard": False},
-}
-
 
 def _compare_cli(*args, check=None):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -57,7 +35,11 @@ def compare_cli():
 
 
 @pytest.fixture(scope="module")
-def tiny_config(tmp_path_factory):
+def tiny_config(tmp_path_factory, tiny_raw):
+    raw = tiny_raw(
+        train={"iters": 3, "val_interval": 0, "ckpt_interval": 1, "num_vis": 0},
+        output={"tensorboard": False},
+    )
     path = tmp_path_factory.mktemp("config") / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY))
+    path.write_text(yaml.safe_dump(raw))
     return path
