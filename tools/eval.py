@@ -23,7 +23,7 @@ from seg.data import build_dataset, build_val_transform
 from seg.engine import evaluate, format_table, load_for_inference
 from seg.engine.distributed import cleanup, init_distributed
 from seg.engine.evaluator import json_ready
-from seg.engine.trainer import autocast_dtype
+from seg.engine.runtime import autocast_dtype
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from seg.config import Config, config_from_dict, load_config
+from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from seg.models import build_model
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -51,6 +56,38 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"cannot load checkpoint {path} ({type(error).__name__}: {error}); "
             "it may be truncated or not a liftseg checkpoint"
         ) from error
+
+
+def load_for_inference(
+    path: str | Path,
+    overrides: tuple[str, ...] = (),
+    device: str | torch.device = "cpu",
+    config: str | Path | None = None,
+) -> tuple[nn.Module, Config, dict]:
+    """The model of a checkpoint, in eval mode on ``device``, with its config and metadata.
+
+    ``config``: a YAML file to use instead of the stored config (data paths, eval
+    settings); the model is always built as the checkpoint's weights were trained.
+    """
+    state = load_checkpoint(path)
+    if config is not None:
+        cfg = load_config(config, overrides)
+    else:
+        cfg = config_from_dict(state["config"], overrides)
+    model = build_model(state["config"]["model"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg, state["meta"]
+
+
+def data_meta(dataset, data_cfg: dict) -> dict:
+    """What inference needs without the data set: class names, palette, normalisation."""
+    return {
+        "classes": list(dataset.class_names),
+        "palette": np.asarray(dataset.palette).astype(int).tolist(),
+        "ignore_index": int(dataset.ignore_index),
+        "mean": list(data_cfg.get("mean", IMAGENET_MEAN)),
+        "std": list(data_cfg.get("std", IMAGENET_STD)),
+    }
 
 
 def find_latest(work_dir: str | Path) -> Path | None:

@@ -14,26 +14,27 @@ from __future__ import annotations
 import json
 import logging
 import math
-import resource
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from seg.config import Config, ConfigError, TrainConfig, config_from_dict, load_config
+from seg.config import Config, ConfigError, TrainConfig
 from seg.data import build_dataset, build_val_transform, median_frequency_weights
 from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from seg.engine import checkpoint as ckpt
-from seg.engine.distributed import all_reduce_sum, barrier, init_distributed
+from seg.engine.checkpoint import data_meta
+from seg.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from seg.engine.evaluator import evaluate, format_table, json_ready
+from seg.engine.losses import build_losses
+from seg.engine.runtime import autocast_dtype, describe_device, peak_memory_mib, synchronize
 from seg.engine.visualize import panel
 from seg.models import build_model
 from seg.ops import record_lift_regularization, set_lift_regularization
@@ -131,34 +132,6 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     )
 
 
-def build_losses(
-    cfg: TrainConfig, num_classes: int, ignore_index: int
-) -> dict[str, tuple[float, Callable[[Tensor, Tensor], Tensor]]]:
-    """``{name: (weight, fn(logits, target))}`` for each term of ``cfg.loss``."""
-    weight = None
-    if isinstance(cfg.class_weights, list):
-        if len(cfg.class_weights) != num_classes:
-            raise ConfigError(
-                f"train.class_weights has {len(cfg.class_weights)} values for {num_classes} classes"
-            )
-        weight = torch.tensor(cfg.class_weights, dtype=torch.float32)
-    losses = {}
-    for name, term_weight in cfg.loss.items():
-        if name == "ce":
-
-            def cross_entropy(logits: Tensor, target: Tensor, w=weight) -> Tensor:
-                w = None if w is None else w.to(logits.device)
-                return F.cross_entropy(logits, target, weight=w, ignore_index=ignore_index)
-
-            losses[name] = (term_weight, cross_entropy)
-        else:
-            from segmentation_models_pytorch import losses as smp_losses
-
-            cls = smp_losses.DiceLoss if name == "dice" else smp_losses.LovaszLoss
-            losses[name] = (term_weight, cls(mode="multiclass", ignore_index=ignore_index))
-    return losses
-
-
 # ---------------------------------------------------------------- the run
 
 
@@ -199,36 +172,381 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
-def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype ``train.amp`` asks for on ``device`` (None: full precision; AMP
-    runs on CUDA only)."""
-    if device.type != "cuda" or cfg.amp == "none":
-        return None
-    return torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+def _empty_cost() -> dict:
+    # What training cost: step time (data wait + forward + backward + update, without
+    # validation and checkpoints) summed over every job of the run, and the peak memory.
+    return {"train_seconds": 0.0, "timed_iters": 0, "peak_memory_mib": 0.0}
 
 
-def data_meta(dataset, data_cfg: dict) -> dict:
-    """What inference needs without the data set: class names, palette, normalisation."""
-    return {
-        "classes": list(dataset.class_names),
-        "palette": np.asarray(dataset.palette).astype(int).tolist(),
-        "ignore_index": int(dataset.ignore_index),
-        "mean": list(data_cfg.get("mean", IMAGENET_MEAN)),
-        "std": list(data_cfg.get("std", IMAGENET_STD)),
-    }
+@dataclass
+class Run:
+    """Everything a training run changes as it goes, and the one map of its checkpoint.
 
-
-def peak_memory_mib(device: torch.device) -> tuple[float, str]:
-    """This process's peak memory so far and what it counts.
-
-    CUDA: ``torch.cuda.max_memory_allocated`` (tensors only). CPU: the process's peak
-    resident set (``ru_maxrss``), which also holds the interpreter, the data set and the
-    loader's buffers: compare CPU figures between runs of the same data, not as absolutes.
+    `state_dict` / `load_state_dict` are the only place the checkpoint's keys are written
+    and read; `restore_rng` puts the stored generators back once the data loader exists.
     """
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return kib / 1024, "cpu_max_rss"
+
+    cfg: Config
+    meta: dict
+    model: nn.Module
+    net: nn.Module  # what the step calls: the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    losses: dict[str, tuple[float, Callable[[Tensor, Tensor], Tensor]]]
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    iteration: int = 0
+    best_miou: float = -math.inf
+    cost: dict = field(default_factory=_empty_cost)
+    lr: float = math.nan  # the learning rate of the last step
+    _rng: dict | None = field(default=None, repr=False)
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iteration": self.iteration,
+            "best_miou": self.best_miou,
+            "rng": ckpt.rng_state(),
+            "config": self.cfg.to_dict(),
+            "meta": self.meta,
+            "cost": self.cost,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.iteration = int(state["iteration"])
+        self.best_miou = float(state["best_miou"])
+        self.cost = dict(state.get("cost", _empty_cost()))
+        self._rng = state["rng"]
+
+    @staticmethod
+    def stored_config(state: dict) -> dict:
+        """The resolved config a checkpoint was trained with."""
+        return state["config"]
+
+    def restore_rng(self) -> None:
+        """The generators as they were at the checkpoint (after the loader drew its worker
+        seeds, so nothing random differs from a run that was never stopped)."""
+        if self._rng is not None:
+            ckpt.set_rng_state(self._rng)
+            self._rng = None
+
+
+def build_run(cfg: Config, dist_info: DistInfo, meta: dict, losses: dict) -> Run:
+    """Model (on the device, DDP-wrapped when distributed), optimizer, schedule, scaler."""
+    tcfg = cfg.train
+    model: nn.Module = build_model(cfg.model).to(dist_info.device)
+    set_lift_regularization(model, tcfg.lambda_u, tcfg.lambda_p)
+    if tcfg.sync_bn:
+        if not dist_info.distributed:
+            log.warning("train.sync_bn is on but there is one process: using plain BatchNorm")
+        elif dist_info.device.type != "cuda":
+            log.warning("train.sync_bn needs CUDA (SyncBatchNorm); using plain BatchNorm on CPU")
+        else:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    net = model
+    if dist_info.distributed:
+        ids = [dist_info.device.index] if dist_info.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    optimizer = build_optimizer(model, tcfg)
+    amp_dtype = autocast_dtype(tcfg, dist_info.device)
+    return Run(
+        cfg=cfg,
+        meta=meta,
+        model=model,
+        net=net,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_factor(tcfg)),
+        scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
+        losses=losses,
+        device=dist_info.device,
+        amp_dtype=amp_dtype,
+    )
+
+
+# ---------------------------------------------------------------- one step
+
+
+def train_step(
+    run: Run, batch: tuple[Tensor, Tensor], stop: _Stop | None = None
+) -> tuple[dict[str, Tensor], Tensor]:
+    """One optimizer step on ``batch``: forward, losses, NaN/signal check, backward, clip,
+    update, LR schedule.
+
+    Returns the loss terms (the LiftPool regularisers as ``reg_u`` / ``reg_p``, which the
+    layers put into the gradient themselves) and ``flags``: ``[any term not finite, a
+    signal arrived]`` summed over every process, so all of them stop at the same step.
+    Raises:
+        TrainingDiverged: a term is NaN/inf; the weights are left as they were.
+    """
+    tcfg = run.cfg.train
+    images = batch[0].to(run.device, non_blocking=True)
+    masks = batch[1].to(run.device, non_blocking=True)
+    autocast = torch.autocast(
+        run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None
+    )
+    with autocast, record_lift_regularization() as reg:
+        logits = run.net(images)
+    terms = {name: w * fn(logits.float(), masks) for name, (w, fn) in run.losses.items()}
+    loss = sum(terms.values())  # what backward needs; the regularisers ride along
+    if reg.calls:
+        terms["reg_u"] = tcfg.lambda_u * reg.c_u
+        terms["reg_p"] = tcfg.lambda_p * reg.c_p
+    # Built on the device: the step waits for the GPU once, at `flags[0] > 0`.
+    nonfinite = torch.stack([~torch.isfinite(t.detach()) for t in terms.values()]).any()
+    signalled = float(stop is not None and stop.signum is not None)
+    flags = torch.stack([nonfinite.float(), torch.tensor(signalled, device=run.device)])
+    all_reduce_sum(flags)
+    if flags[0] > 0:
+        raise _diverged(run, terms)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if tcfg.grad_clip is not None:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), tcfg.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.lr = run.optimizer.param_groups[0]["lr"]
+    run.scheduler.step()
+    run.iteration += 1
+    return terms, flags
+
+
+def _diverged(run: Run, terms: dict[str, Tensor]) -> TrainingDiverged:
+    bad = [n for n, t in terms.items() if not torch.isfinite(t.detach())]
+    values = ", ".join(f"{n}={t.detach().item():.4g}" for n, t in terms.items())
+    last = run.cfg.work_dir / ckpt.LAST
+    return TrainingDiverged(
+        f"loss term {', '.join(bad)} is NaN/inf at iteration {run.iteration + 1} "
+        f"({values}); nothing was saved after it. Last good checkpoint: "
+        f"{last if last.exists() else 'none yet'}. Lower train.lr, set "
+        "train.grad_clip or check the data, then --resume."
+    )
+
+
+# ---------------------------------------------------------------- around the steps
+
+
+def save(run: Run, name: str) -> Path:
+    """``run``'s checkpoint as ``WORK_DIR/name``, written atomically."""
+    return ckpt.save_checkpoint(run.state_dict(), run.cfg.work_dir / name)
+
+
+def log_step(
+    run: Run, terms: dict[str, Tensor], images_per_s: float, writer=None, progress=None
+) -> None:
+    """The loss terms, LR and throughput of the last step: log line, TensorBoard, tqdm."""
+    values = {name: term.detach().item() for name, term in terms.items()}
+    total = sum(values.values())
+    if writer is not None:
+        writer.add_scalar("train/loss", total, run.iteration)
+        for name, value in values.items():
+            writer.add_scalar(f"train/loss_{name}", value, run.iteration)
+        writer.add_scalar("train/lr", run.lr, run.iteration)
+        writer.add_scalar("train/images_per_s", images_per_s, run.iteration)
+    log.info(
+        "iter %d/%d  loss %.4f (%s)  lr %.3e  %.1f img/s",
+        run.iteration,
+        run.cfg.train.iters,
+        total,
+        ", ".join(f"{name} {value:.4f}" for name, value in values.items()),
+        run.lr,
+        images_per_s,
+    )
+    if progress is not None:
+        progress.set_postfix(loss=f"{total:.4f}", lr=f"{run.lr:.2e}")
+
+
+def validate_and_log(run: Run, val_set, dist_info: DistInfo, writer=None) -> dict:
+    """Score the model on ``val_set``; log, draw samples, and save ``best.pt`` on a new best."""
+    cfg = run.cfg
+    meta = run.meta
+    result = evaluate(
+        run.model,
+        val_set,
+        cfg.model["num_classes"],
+        meta["classes"],
+        cfg.eval,
+        dist_info,
+        ignore_index=meta["ignore_index"],
+        resize=cfg.data.get("resize"),
+        num_samples=cfg.train.num_vis,
+        limit=cfg.train.val_max_images,
+        amp_dtype=run.amp_dtype,
+    )
+    metrics = result.metrics
+    log.info(
+        "iter %d validation: mIoU %.4f  mBIoU %.4f  mAcc %.4f  aAcc %.4f",
+        run.iteration,
+        metrics["mIoU"],
+        metrics["mBIoU"],
+        metrics["mAcc"],
+        metrics["aAcc"],
+    )
+    if writer is not None:
+        _write_validation(writer, run, metrics, result.samples)
+    if run.device.type == "cuda":  # the peak is training's, not validation's
+        torch.cuda.reset_peak_memory_stats(run.device)
+    if metrics["mIoU"] > run.best_miou:
+        run.best_miou = metrics["mIoU"]
+        if dist_info.is_main:
+            save(run, ckpt.BEST)
+    run.net.train()
+    return metrics
+
+
+def _write_validation(writer, run: Run, metrics: dict, samples) -> None:
+    meta = run.meta
+    for key in ("mIoU", "mBIoU", "mAcc", "aAcc"):
+        writer.add_scalar(f"val/{key}", metrics[key], run.iteration)
+    for name, iou in zip(meta["classes"], metrics["IoU"]):
+        if not math.isnan(iou):
+            writer.add_scalar(f"val_IoU/{name}", iou, run.iteration)
+    palette = np.asarray(meta["palette"], dtype=np.uint8)
+    for index, (image, truth, pred) in enumerate(samples):
+        picture = panel(
+            image, truth, pred, palette, meta["mean"], meta["std"], meta["ignore_index"]
+        )
+        writer.add_image(f"val/sample_{index}", picture, run.iteration, dataformats="HWC")
+
+
+def write_final_report(run: Run, metrics: dict, dist_info: DistInfo) -> None:
+    """``metrics.json`` (the validation and what training cost) and ``metrics.md``."""
+    cost = run.cost
+    record = json_ready(metrics)
+    record["train"] = {
+        "iters": run.iteration,
+        "seconds_per_iter": cost["train_seconds"] / max(cost["timed_iters"], 1),
+        "peak_memory_mib": cost["peak_memory_mib"],
+        "memory": peak_memory_mib(run.device)[1],
+        "params": sum(p.numel() for p in run.model.parameters()),
+        "device": describe_device(run.device),
+        "world_size": dist_info.world_size,
+    }
+    work_dir = run.cfg.work_dir
+    (work_dir / "metrics.json").write_text(json.dumps(record, indent=2))
+    table = format_table(metrics)
+    (work_dir / "metrics.md").write_text(table + "\n")
+    log.info("final validation (%s split):\n%s", run.cfg.eval.split, table)
+    log.info("checkpoints: %s, %s", work_dir / ckpt.LAST, work_dir / ckpt.BEST)
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def _setup(cfg: Config, device: str | None) -> DistInfo:
+    """Process group, work dir, logging and the determinism switches."""
+    dist_info = init_distributed(device)
+    if dist_info.is_main:
+        cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    barrier()
+    _setup_logging(cfg.work_dir, dist_info.is_main)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    elif dist_info.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return dist_info
+
+
+def _load_resume_state(cfg: Config, resume: str | Path | bool | None) -> dict | None:
+    """The checkpoint to continue from (None: a fresh start), checked against ``cfg``."""
+    path = None
+    if resume is True:
+        path = ckpt.find_latest(cfg.work_dir)
+        if path is None:
+            log.info("--resume: no %s in %s, starting from scratch", ckpt.LAST, cfg.work_dir)
+    elif resume:
+        path = Path(resume)
+    if path is None:
+        return None
+    state = ckpt.load_checkpoint(path)
+    stored = Run.stored_config(state)["model"]
+    if stored != cfg.model:
+        raise ConfigError(
+            f"{path} was trained with model {stored}, but the config says {cfg.model}: "
+            "resume with the same model config"
+        )
+    log.info("resuming from %s", path)
+    return state
+
+
+def _build_data(cfg: Config) -> tuple[Dataset, Dataset, dict]:
+    """The training and validation sets, and the metadata inference needs."""
+    train_set = build_dataset(cfg.data, "train")
+    mean = tuple(cfg.data.get("mean", IMAGENET_MEAN))
+    std = tuple(cfg.data.get("std", IMAGENET_STD))
+    val_set = build_dataset(cfg.data, cfg.eval.split, transform=build_val_transform(mean, std))
+    num_classes = cfg.model["num_classes"]
+    if train_set.num_classes != num_classes:
+        raise ConfigError(
+            f"model.num_classes is {num_classes} but the '{cfg.data['name']}' data set has "
+            f"{train_set.num_classes} classes: set model.num_classes={train_set.num_classes}"
+        )
+    return train_set, val_set, data_meta(train_set, cfg.data)
+
+
+def _build_losses(cfg: Config, train_set) -> dict:
+    tcfg = cfg.train
+    if tcfg.class_weights == "median_frequency":
+        weights = median_frequency_weights(train_set)
+        log.info("median-frequency class weights: %s", np.round(weights, 4).tolist())
+        tcfg = replace(tcfg, class_weights=weights.tolist())
+    return build_losses(tcfg, cfg.model["num_classes"], train_set.ignore_index)
+
+
+def _train_loader(run: Run, train_set, dist_info: DistInfo) -> Iterator:
+    """The endless batch stream, from the run's position in it."""
+    tcfg = run.cfg.train
+    sampler = TrainSampler(
+        len(train_set),
+        dist_info.rank,
+        dist_info.world_size,
+        tcfg.seed,
+        run.iteration * tcfg.batch_size,
+    )
+    loader = DataLoader(
+        SeededSamples(train_set),
+        batch_size=tcfg.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=tcfg.workers,
+        pin_memory=dist_info.device.type == "cuda",
+        persistent_workers=tcfg.workers > 0,
+        worker_init_fn=_ignore_sigint,
+    )
+    return iter(loader)
+
+
+def _open_outputs(run: Run, dist_info: DistInfo):
+    """TensorBoard writer and progress bar of the main process (None where off)."""
+    writer = progress = None
+    if dist_info.is_main and run.cfg.output.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run.cfg.work_dir / "tb"), purge_step=run.iteration + 1)
+    if dist_info.is_main and run.cfg.output.progress:
+        from tqdm import tqdm
+
+        progress = tqdm(
+            total=run.cfg.train.iters,
+            initial=run.iteration,
+            desc="train",
+            unit="it",
+            dynamic_ncols=True,
+        )
+    return writer, progress
+
+
+# ---------------------------------------------------------------- the loop
 
 
 def train(
@@ -248,342 +566,93 @@ def train(
     Raises:
         TrainingDiverged: a NaN/inf loss term (nothing is saved after the last good step).
     """
-    dist_info = init_distributed(device)
-    tcfg = cfg.train
-    work_dir = cfg.work_dir
+    dist_info = _setup(cfg, device)
+    state = _load_resume_state(cfg, resume)  # first: its config is the one to continue with
     if dist_info.is_main:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    barrier()
-    _setup_logging(work_dir, dist_info.is_main)
-    if tcfg.deterministic:
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    elif dist_info.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        cfg.dump(cfg.work_dir / "config.yaml")
 
-    # Checkpoint first: its config is the one to continue with.
-    state = None
-    resume_path = None
-    if resume is True:
-        resume_path = ckpt.find_latest(work_dir)
-        if resume_path is None:
-            log.info("--resume: no %s in %s, starting from scratch", ckpt.LAST, work_dir)
-    elif resume:
-        resume_path = Path(resume)
-    if resume_path is not None:
-        state = ckpt.load_checkpoint(resume_path)
-        if state["config"]["model"] != cfg.model:
-            raise ConfigError(
-                f"{resume_path} was trained with model {state['config']['model']}, "
-                f"but the config says {cfg.model}: resume with the same model config"
-            )
-    if dist_info.is_main:
-        cfg.dump(work_dir / "config.yaml")
-
-    torch.manual_seed(tcfg.seed)
-    train_set = build_dataset(cfg.data, "train")
-    mean = tuple(cfg.data.get("mean", IMAGENET_MEAN))
-    std = tuple(cfg.data.get("std", IMAGENET_STD))
-    val_set = build_dataset(cfg.data, cfg.eval.split, transform=build_val_transform(mean, std))
-    num_classes = cfg.model["num_classes"]
-    if train_set.num_classes != num_classes:
-        raise ConfigError(
-            f"model.num_classes is {num_classes} but the '{cfg.data['name']}' data set has "
-            f"{train_set.num_classes} classes: set model.num_classes={train_set.num_classes}"
-        )
-    meta = data_meta(train_set, cfg.data)
-
-    model: nn.Module = build_model(cfg.model).to(dist_info.device)
-    set_lift_regularization(model, tcfg.lambda_u, tcfg.lambda_p)
-    if tcfg.sync_bn:
-        if not dist_info.distributed:
-            log.warning("train.sync_bn is on but there is one process: using plain BatchNorm")
-        elif dist_info.device.type != "cuda":
-            log.warning("train.sync_bn needs CUDA (SyncBatchNorm); using plain BatchNorm on CPU")
-        else:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    net = model
-    if dist_info.distributed:
-        ids = [dist_info.device.index] if dist_info.device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    optimizer = build_optimizer(model, tcfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_factor(tcfg))
-    amp_dtype = autocast_dtype(tcfg, dist_info.device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    if tcfg.class_weights == "median_frequency":
-        weights = median_frequency_weights(train_set)
-        log.info("median-frequency class weights: %s", np.round(weights, 4).tolist())
-        tcfg = replace(tcfg, class_weights=weights.tolist())
-    losses = build_losses(tcfg, num_classes, train_set.ignore_index)
-
-    start_iter, best_miou = 0, -math.inf
-    # What training cost: step time (data wait + forward + backward + update, without
-    # validation and checkpoints) summed over every job of the run, and the peak memory.
-    cost = {"train_seconds": 0.0, "timed_iters": 0, "peak_memory_mib": 0.0}
+    torch.manual_seed(cfg.train.seed)
+    train_set, val_set, meta = _build_data(cfg)
+    run = build_run(cfg, dist_info, meta, _build_losses(cfg, train_set))
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_iter, best_miou = int(state["iteration"]), float(state["best_miou"])
-        cost = dict(state.get("cost", cost))
-        log.info("resumed from %s at iteration %d", resume_path, start_iter)
-
-    sampler = TrainSampler(
-        len(train_set),
-        dist_info.rank,
-        dist_info.world_size,
-        tcfg.seed,
-        start_iter * tcfg.batch_size,
-    )
-    loader = DataLoader(
-        SeededSamples(train_set),
-        batch_size=tcfg.batch_size,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=tcfg.workers,
-        pin_memory=dist_info.device.type == "cuda",
-        persistent_workers=tcfg.workers > 0,
-        worker_init_fn=_ignore_sigint,
-    )
-    batches = iter(loader)
-    if state is not None:
-        # After the loader drew its worker seeds: nothing random differs from a straight run.
-        ckpt.set_rng_state(state["rng"])
-
-    writer = None
-    if dist_info.is_main and cfg.output.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(work_dir / "tb"), purge_step=start_iter + 1)
-
-    def save(name: str, iteration: int) -> Path:
-        return ckpt.save_checkpoint(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "iteration": iteration,
-                "best_miou": best_miou,
-                "rng": ckpt.rng_state(),
-                "config": cfg.to_dict(),
-                "meta": meta,
-                "cost": cost,
-            },
-            work_dir / name,
-        )
-
-    def validate(iteration: int) -> dict:
-        result = evaluate(
-            model,
-            val_set,
-            num_classes,
-            meta["classes"],
-            cfg.eval,
-            dist_info,
-            ignore_index=train_set.ignore_index,
-            resize=cfg.data.get("resize"),
-            num_samples=tcfg.num_vis,
-            limit=tcfg.val_max_images,
-            amp_dtype=amp_dtype,
-        )
-        metrics = result.metrics
-        log.info(
-            "iter %d validation: mIoU %.4f  mBIoU %.4f  mAcc %.4f  aAcc %.4f",
-            iteration,
-            metrics["mIoU"],
-            metrics["mBIoU"],
-            metrics["mAcc"],
-            metrics["aAcc"],
-        )
-        if writer is not None:
-            for key in ("mIoU", "mBIoU", "mAcc", "aAcc"):
-                writer.add_scalar(f"val/{key}", metrics[key], iteration)
-            for name, iou in zip(meta["classes"], metrics["IoU"]):
-                if not math.isnan(iou):
-                    writer.add_scalar(f"val_IoU/{name}", iou, iteration)
-            palette = np.asarray(meta["palette"], dtype=np.uint8)
-            for index, (image, truth, pred) in enumerate(result.samples):
-                picture = panel(image, truth, pred, palette, mean, std, train_set.ignore_index)
-                writer.add_image(f"val/sample_{index}", picture, iteration, dataformats="HWC")
-        return metrics
+        run.load_state_dict(state)
+    batches = _train_loader(run, train_set, dist_info)
+    run.restore_rng()
 
     stop = _Stop()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    progress = None
-    if dist_info.is_main and cfg.output.progress:
-        from tqdm import tqdm
-
-        progress = tqdm(
-            total=tcfg.iters, initial=start_iter, desc="train", unit="it", dynamic_ncols=True
-        )
+    writer, progress = _open_outputs(run, dist_info)
     log.info(
         "training %s for %d iterations on %d process(es), %s, from iteration %d; work dir %s",
         cfg.name,
-        tcfg.iters,
+        cfg.train.iters,
         dist_info.world_size,
         dist_info.device,
-        start_iter,
-        work_dir,
+        run.iteration,
+        cfg.work_dir,
     )
-    metrics: dict = {}
-    net.train()
-    tick, seen = time.perf_counter(), 0
-    iteration = start_iter
     try:
-        while iteration < tcfg.iters:
-            step_start = time.perf_counter()
-            images, masks = next(batches)
-            images = images.to(dist_info.device, non_blocking=True)
-            masks = masks.to(dist_info.device, non_blocking=True)
-            autocast = torch.autocast(
-                dist_info.device.type, dtype=amp_dtype, enabled=amp_dtype is not None
-            )
-            # The LiftPool layers put their regularisers into the gradient themselves;
-            # the record holds their values, for the NaN guard and the logs.
-            with autocast, record_lift_regularization() as reg:
-                logits = net(images)
-            terms = {name: w * fn(logits.float(), masks) for name, (w, fn) in losses.items()}
-            loss = sum(terms.values())  # what backward needs; the regularisers ride along
-            if reg.calls:
-                terms["reg_u"] = tcfg.lambda_u * reg.c_u
-                terms["reg_p"] = tcfg.lambda_p * reg.c_p
-            # One all-reduce per step carries "a term is not finite" and "a signal arrived",
-            # so every process stops at the same step.
-            # Built on the device: the step waits for the GPU once, at `flags[0] > 0`.
-            nonfinite = torch.stack([~torch.isfinite(t.detach()) for t in terms.values()]).any()
-            signalled = torch.tensor(float(stop.signum is not None), device=dist_info.device)
-            flags = torch.stack([nonfinite.float(), signalled])
-            all_reduce_sum(flags)
-            if flags[0] > 0:
-                bad = [n for n, t in terms.items() if not torch.isfinite(t.detach())]
-                values = ", ".join(f"{n}={t.detach().item():.4g}" for n, t in terms.items())
-                last = work_dir / ckpt.LAST
-                raise TrainingDiverged(
-                    f"loss term {', '.join(bad)} is NaN/inf at iteration {iteration + 1} "
-                    f"({values}); nothing was saved after it. Last good checkpoint: "
-                    f"{last if last.exists() else 'none yet'}. Lower train.lr, set "
-                    "train.grad_clip or check the data, then --resume."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if tcfg.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            iteration += 1
-            if dist_info.device.type == "cuda":
-                torch.cuda.synchronize(dist_info.device)  # backward and update ran async
-            cost["train_seconds"] += time.perf_counter() - step_start
-            cost["timed_iters"] += 1
-            cost["peak_memory_mib"] = max(
-                cost["peak_memory_mib"], peak_memory_mib(dist_info.device)[0]
-            )
-            seen += images.shape[0] * dist_info.world_size
-            if progress is not None:
-                progress.update(1)
-
-            if iteration % tcfg.log_interval == 0 or iteration == tcfg.iters:
-                values = {name: term.detach().item() for name, term in terms.items()}
-                elapsed = time.perf_counter() - tick
-                throughput = seen / elapsed if elapsed > 0 else 0.0
-                if writer is not None:
-                    writer.add_scalar("train/loss", sum(values.values()), iteration)
-                    for name, value in values.items():
-                        writer.add_scalar(f"train/loss_{name}", value, iteration)
-                    writer.add_scalar("train/lr", lr, iteration)
-                    writer.add_scalar("train/images_per_s", throughput, iteration)
-                log.info(
-                    "iter %d/%d  loss %.4f (%s)  lr %.3e  %.1f img/s",
-                    iteration,
-                    tcfg.iters,
-                    sum(values.values()),
-                    ", ".join(f"{name} {value:.4f}" for name, value in values.items()),
-                    lr,
-                    throughput,
-                )
-                if progress is not None:
-                    progress.set_postfix(loss=f"{sum(values.values()):.4f}", lr=f"{lr:.2e}")
-                tick, seen = time.perf_counter(), 0
-
-            finished = iteration == tcfg.iters
-            interrupted = flags[1] > 0 or (stop_after is not None and iteration >= stop_after)
-            if finished or (tcfg.val_interval and iteration % tcfg.val_interval == 0):
-                metrics = validate(iteration)
-                if dist_info.device.type == "cuda":  # the peak is training's, not validation's
-                    torch.cuda.reset_peak_memory_stats(dist_info.device)
-                if metrics["mIoU"] > best_miou:
-                    best_miou = metrics["mIoU"]
-                    if dist_info.is_main:
-                        save(ckpt.BEST, iteration)
-                net.train()
-            periodic = tcfg.ckpt_interval and iteration % tcfg.ckpt_interval == 0
-            if dist_info.is_main and (finished or interrupted or periodic):
-                save(ckpt.LAST, iteration)
-            if interrupted and not finished:
-                barrier()
-                log.warning(
-                    "stopped at iteration %d/%d; %s holds it. Resume with: "
-                    "python tools/train.py %s --resume",
-                    iteration,
-                    tcfg.iters,
-                    work_dir / ckpt.LAST,
-                    work_dir / "config.yaml",
-                )
-                return {"interrupted": stop.signum or -1, "iteration": iteration}
+        metrics = _loop(run, batches, val_set, dist_info, stop, stop_after, writer, progress)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if progress is not None:
-            progress.close()
-        if writer is not None:
-            writer.close()
-
+        for output in (progress, writer):
+            if output is not None:
+                output.close()
+    if "interrupted" in metrics:
+        return metrics
     if not metrics:  # resumed at the very end: score the final weights
-        metrics = validate(iteration)
+        metrics = validate_and_log(run, val_set, dist_info)
     barrier()
     if dist_info.is_main:
-        record = json_ready(metrics)
-        record["train"] = {
-            "iters": iteration,
-            "seconds_per_iter": cost["train_seconds"] / max(cost["timed_iters"], 1),
-            "peak_memory_mib": cost["peak_memory_mib"],
-            "memory": peak_memory_mib(dist_info.device)[1],
-            "params": sum(p.numel() for p in model.parameters()),
-            "device": torch.cuda.get_device_name(dist_info.device)
-            if dist_info.device.type == "cuda"
-            else f"cpu ({torch.get_num_threads()} threads)",
-            "world_size": dist_info.world_size,
-        }
-        (work_dir / "metrics.json").write_text(json.dumps(record, indent=2))
-        table = format_table(metrics)
-        (work_dir / "metrics.md").write_text(table + "\n")
-        log.info("final validation (%s split):\n%s", cfg.eval.split, table)
-        log.info("checkpoints: %s, %s", work_dir / ckpt.LAST, work_dir / ckpt.BEST)
+        write_final_report(run, metrics, dist_info)
     return metrics
 
 
-def load_for_inference(
-    path: str | Path,
-    overrides: tuple[str, ...] = (),
-    device: str | torch.device = "cpu",
-    config: str | Path | None = None,
-) -> tuple[nn.Module, Config, dict]:
-    """The model of a checkpoint, in eval mode on ``device``, with its config and metadata.
+def _loop(run: Run, batches, val_set, dist_info, stop, stop_after, writer, progress) -> dict:
+    """Steps until ``train.iters`` or a stop; validates and saves on the way.
 
-    ``config``: a YAML file to use instead of the stored config (data paths, eval
-    settings); the model is always built as the checkpoint's weights were trained.
+    Returns the last validation's metrics, or ``{"interrupted": signal, "iteration": k}``.
     """
-    state = ckpt.load_checkpoint(path)
-    if config is not None:
-        cfg = load_config(config, overrides)
-    else:
-        cfg = config_from_dict(state["config"], overrides)
-    model = build_model(state["config"]["model"])
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg, state["meta"]
+    tcfg = run.cfg.train
+    metrics: dict = {}
+    run.net.train()
+    tick, seen = time.perf_counter(), 0
+    while run.iteration < tcfg.iters:
+        start = time.perf_counter()
+        batch = next(batches)
+        terms, flags = train_step(run, batch, stop)
+        synchronize(run.device)  # backward and update ran async
+        run.cost["train_seconds"] += time.perf_counter() - start
+        run.cost["timed_iters"] += 1
+        run.cost["peak_memory_mib"] = max(
+            run.cost["peak_memory_mib"], peak_memory_mib(run.device)[0]
+        )
+        seen += batch[0].shape[0] * dist_info.world_size
+        if progress is not None:
+            progress.update(1)
+        it = run.iteration
+        if it % tcfg.log_interval == 0 or it == tcfg.iters:
+            elapsed = time.perf_counter() - tick
+            log_step(run, terms, seen / elapsed if elapsed > 0 else 0.0, writer, progress)
+            tick, seen = time.perf_counter(), 0
+
+        finished = it == tcfg.iters
+        interrupted = flags[1] > 0 or (stop_after is not None and it >= stop_after)
+        if finished or (tcfg.val_interval and it % tcfg.val_interval == 0):
+            metrics = validate_and_log(run, val_set, dist_info, writer)
+        periodic = tcfg.ckpt_interval and it % tcfg.ckpt_interval == 0
+        if dist_info.is_main and (finished or interrupted or periodic):
+            save(run, ckpt.LAST)
+        if interrupted and not finished:
+            barrier()
+            log.warning(
+                "stopped at iteration %d/%d; %s holds it. Resume with: "
+                "python tools/train.py %s --resume",
+                it,
+                tcfg.iters,
+                run.cfg.work_dir / ckpt.LAST,
+                run.cfg.work_dir / "config.yaml",
+            )
+            return {"interrupted": stop.signum or -1, "iteration": it}
+    return metrics
