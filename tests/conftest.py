@@ -56,3 +56,21 @@ def tiny_raw():
         return raw
 
     return make
+
+
+@pytest.fixture(scope="session")
+def load_tool():
+    """``load_tool("check_data")``: the module of ``tools/check_data.py``, loaded from its file
+    (the tools are scripts, not a package: tests call their ``main(argv)`` as a user would)."""
+    import importlib.util
+    from pathlib import Path
+
+    tools = Path(__file__).resolve().parents[1] / "tools"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"tools_{name}", tools / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

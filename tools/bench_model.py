@@ -1,8 +1,9 @@
 """Training-step time and peak memory of whole models, for every pooling pair.
 
-One training step is what tools/train.py does per iteration: forward (under the config's
-autocast on CUDA, cuDNN autotuned), cross-entropy (ignore 255) with the LiftPool
-regularisers at the config's weights, backward, SGD update. Each case runs in a fresh process
+One training step is the trainer's own `seg.engine.trainer.train_step`, as tools/train.py
+runs it each iteration: forward (under the config's autocast on CUDA, cuDNN autotuned), the
+config's losses (class weights and ignored pixels included) with the LiftPool regularisers,
+the cross-process NaN/signal check, backward, gradient clipping, the optimizer's update. Each case runs in a fresh process
 (a clean allocator and a clean peak), on a random batch of the config's batch size and crop:
 
 * SegNet vgg16_bn (CamVid config, 360x480, batch 8) with max/maxunpool (the baseline),
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -81,46 +81,40 @@ def _reset_cpu_peak() -> bool:
 
 
 def measure(case: dict, device: str, warmup: int, steps: int) -> dict:
-    """One case, in this process: params, median step time, peak memory of the steps."""
+    """One case, in this process: params, median step time, peak memory of the steps.
+
+    The step is the trainer's own `train_step` on a `Run` built as `train()` builds it.
+    """
+    from dataclasses import replace
+
     import torch
-    import torch.nn.functional as F
 
     from seg.config import load_config
-    from seg.engine.trainer import autocast_dtype, build_optimizer
-    from seg.models import build_model
-    from seg.ops import set_lift_regularization
+    from seg.engine.distributed import DistInfo
+    from seg.engine.losses import build_losses
+    from seg.engine.runtime import synchronize
+    from seg.engine.trainer import build_run, train_step
 
     torch.manual_seed(0)
     cfg = load_config(ROOT / case["config"], case["set"])
     dev = torch.device(device)
-    model = build_model(cfg.model).to(dev).train()
-    set_lift_regularization(model, cfg.train.lambda_u, cfg.train.lambda_p)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    optimizer = build_optimizer(model, cfg.train)
+    num_classes = cfg.model["num_classes"]
+    tcfg = cfg.train
+    if tcfg.class_weights == "median_frequency":  # needs the data set; any weights cost the same
+        tcfg = replace(tcfg, class_weights=[1.0] * num_classes)
+    run = build_run(cfg, DistInfo(device=dev), {}, build_losses(tcfg, num_classes, 255))
+    run.net.train()
     crop = cfg.data["crop_size"]
     height, width = (crop, crop) if isinstance(crop, int) else crop
     batch = cfg.train.batch_size
     images = torch.randn(batch, 3, height, width, device=dev)
-    target = torch.randint(0, cfg.model["num_classes"], (batch, height, width), device=dev)
-    amp = autocast_dtype(cfg.train, dev)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    target = torch.randint(0, num_classes, (batch, height, width), device=dev)
+    target[:, :2] = 255  # ignored pixels, as in real labels
 
-    def step() -> None:
-        with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-            logits = model(images)
-        loss = F.cross_entropy(logits.float(), target, ignore_index=255)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    def sync() -> None:
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
+    synchronize(dev)
     if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
         before = torch.cuda.memory_allocated(dev) / 2**20
     else:
@@ -128,10 +122,10 @@ def measure(case: dict, device: str, warmup: int, steps: int) -> dict:
         _reset_cpu_peak()
     times = []
     for index in range(warmup + steps):
-        sync()
+        synchronize(dev)
         start = time.perf_counter()
-        step()
-        sync()
+        train_step(run, (images, target))
+        synchronize(dev)
         if index >= warmup:
             times.append(time.perf_counter() - start)
     if dev.type == "cuda":
@@ -142,8 +136,8 @@ def measure(case: dict, device: str, warmup: int, steps: int) -> dict:
         **case,
         "batch": batch,
         "crop": [height, width],
-        "amp": str(amp).replace("torch.", "") if amp is not None else "none",
-        "params": sum(p.numel() for p in model.parameters()),
+        "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype is not None else "none",
+        "params": sum(p.numel() for p in run.model.parameters()),
         "step_ms": 1000 * statistics.median(times),
         "peak_mib": peak,
     }
@@ -198,7 +192,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Training-step time and peak memory per model and pooling pair.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -219,13 +213,14 @@ def main(argv: list[str] | None = None) -> dict:
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.worker:
-        sys.path.insert(0, str(ROOT))
         print(json.dumps(measure(json.loads(args.worker), args.device, args.warmup, args.steps)))
-        return {}
+        return 0
 
     import datetime
 
     import torch
+
+    from seg.engine.runtime import describe_device
 
     selected = cases(args.quick)
     if args.only:
@@ -247,9 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
     add_ratios(results)
     cuda = args.device.startswith("cuda")
     report = {
-        "device": torch.cuda.get_device_name(torch.device(args.device))
-        if cuda
-        else f"CPU {platform.machine()}, {torch.get_num_threads()} threads",
+        "device": describe_device(args.device),
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
         "warmup": args.warmup,
@@ -267,8 +260,12 @@ def main(argv: list[str] | None = None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench_model.json").write_text(json.dumps(report, indent=2))
         (out / "bench_model.md").write_text(text)
-    return report
+    failed = [f"{r['model']} {r['pair']}" for r in results if "error" in r]
+    if failed:
+        print(f"error: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,9 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from seg.ops import LiftDownPool2d, LiftUpPool2d, lip2d, soft_pool2d  # noqa: E402
+from seg.ops import LiftDownPool2d, LiftUpPool2d, lip2d, soft_pool2d
 
 SEGNET_SHAPES = [(16, 64, 256, 256), (16, 128, 128, 128), (16, 256, 64, 64), (16, 512, 32, 32)]
 QUICK_SHAPES = [(2, 8, 16, 16), (2, 16, 8, 8)]

@@ -10,12 +10,9 @@ parameters (a LiftUpPool shares its LiftDownPool's predictors) count once.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from seg.models import build_model  # noqa: E402
+from seg.models import build_model
 
 NUM_CLASSES = 21  # PASCAL VOC
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -83,10 +82,9 @@ def test_missing_annotation_and_bad_values(camvid_tree):
         CamVid(root / "nowhere", "train")
 
 
-def test_check_data_camvid(camvid_tree, capsys):
+def test_check_data_camvid(camvid_tree, capsys, load_tool):
     root, _ = camvid_tree
-    sys.path.insert(0, str(REPO / "tools"))
-    import check_data
+    check_data = load_tool("check_data")
 
     assert check_data.main(["--dataset", "camvid", str(root)]) == 0
     assert "train: 3 image/mask pairs" in capsys.readouterr().out

@@ -11,11 +11,14 @@ from PIL import Image
 from seg.data.check import check_dataset
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
-import check_data  # noqa: E402
 
 
-def test_clean_voc_passes(make_voc):
+@pytest.fixture(scope="module")
+def check_data(load_tool):
+    return load_tool("check_data")
+
+
+def test_clean_voc_passes(make_voc, check_data):
     root, _ = make_voc()
     report = check_dataset("voc", root)
     assert report.ok, report.format()
@@ -23,7 +26,7 @@ def test_clean_voc_passes(make_voc):
     assert check_data.main(["--dataset", "voc", str(root)]) == 0
 
 
-def test_voc_problems_are_each_named(make_voc, write_palette_png, capsys):
+def test_voc_problems_are_each_named(make_voc, write_palette_png, capsys, check_data):
     root, truth = make_voc(train=["m1", "m2", "m3", "m4", "m5"], val=["v1"])
     voc = root / "VOCdevkit" / "VOC2012"
     (voc / "SegmentationClass" / "m1.png").unlink()  # missing mask
@@ -64,7 +67,7 @@ def test_cityscapes_clean_and_planted(make_cityscapes):
     assert "aachen_000001_000020_gtFine_labelIds.png does not exist" in text
 
 
-def test_folder_clean_and_planted(tmp_path):
+def test_folder_clean_and_planted(tmp_path, check_data):
     (tmp_path / "img").mkdir()
     (tmp_path / "lbl").mkdir()
     for stem in ("p", "q", "r"):
@@ -86,7 +89,7 @@ def test_folder_clean_and_planted(tmp_path):
     assert report.labels_seen == {2, 7}
 
 
-def test_folder_colour_masks_with_a_palette(tmp_path, capsys):
+def test_folder_colour_masks_with_a_palette(tmp_path, capsys, check_data):
     palette = [(0, 0, 0), (128, 0, 0), (0, 128, 0)]
     (tmp_path / "img").mkdir()
     (tmp_path / "rgb").mkdir()
@@ -115,7 +118,7 @@ def test_folder_colour_masks_with_a_palette(tmp_path, capsys):
         check_data.main([*args, "--palette", "1,2"])
 
 
-def test_script_runs_from_the_command_line(make_voc):
+def test_script_runs_from_the_command_line(make_voc, check_data):
     # One subprocess only (interpreter start-up dominates); main() covers the exit-0 path.
     root, _ = make_voc()
     (root / "VOCdevkit/VOC2012/SegmentationClass/2007_000001.png").unlink()
@@ -166,7 +169,7 @@ def test_folder_duplicate_stems_are_listed_not_a_crash(tmp_path):
     assert report.counts == {"all": 2}
 
 
-def test_folder_mask_suffix_and_ignore_index(tmp_path):
+def test_folder_mask_suffix_and_ignore_index(tmp_path, check_data):
     _folder_tree(tmp_path, ["a.png", "b.png"], mask_suffix="_L")
     args = ["--dataset", "folder", str(tmp_path), "--images", "img", "--masks", "lbl"]
     assert check_data.main([*args, "--num-classes", "2", "--mask-suffix", "_L"]) == 0

@@ -1,6 +1,5 @@
 """tools/convert_sbd.py on a tiny fake SBD release written with scipy.io.savemat."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +9,10 @@ from PIL import Image
 
 from seg.data import VOCSegmentation
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-import convert_sbd  # noqa: E402
+
+@pytest.fixture(scope="module")
+def convert_sbd(load_tool):
+    return load_tool("convert_sbd")
 
 
 def _fake_sbd(root: Path, train, val, shapes, rng) -> dict[str, np.ndarray]:
@@ -36,7 +37,7 @@ def _fake_sbd(root: Path, train, val, shapes, rng) -> dict[str, np.ndarray]:
     return labels
 
 
-def test_convert_sbd_builds_trainaug(make_voc, tmp_path):
+def test_convert_sbd_builds_trainaug(make_voc, tmp_path, convert_sbd):
     voc_train, voc_val = ["v_a", "v_b", "v_c"], ["v_d"]
     root, voc_truth = make_voc(train=voc_train, val=voc_val)
     sbd_train, sbd_val = ["v_b", "s_e", "s_f"], ["v_d", "s_g"]
@@ -68,13 +69,13 @@ def test_convert_sbd_builds_trainaug(make_voc, tmp_path):
         np.testing.assert_array_equal(dataset.load_raw(index)[1], truth)
 
 
-def test_convert_sbd_reports_missing_release(make_voc, tmp_path):
+def test_convert_sbd_reports_missing_release(make_voc, tmp_path, convert_sbd):
     root, _ = make_voc()
     with pytest.raises(FileNotFoundError, match="benchmark.tgz"):
         convert_sbd.main([str(tmp_path / "no_sbd"), str(root)])
 
 
-def test_bad_mat_file_is_named(make_voc, tmp_path):
+def test_bad_mat_file_is_named(make_voc, tmp_path, convert_sbd):
     root, voc_truth = make_voc()
     _fake_sbd(tmp_path / "sbd", ["s_x"], [], {"s_x": (4, 4)}, np.random.default_rng(0))
     mat = tmp_path / "sbd/benchmark_RELEASE/dataset/cls/s_x.mat"

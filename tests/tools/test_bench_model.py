@@ -15,12 +15,14 @@ from seg.config import load_config
 from seg.models import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
-
-import bench_model  # noqa: E402
 
 
-def test_every_pair_and_both_models_are_benchmarked_against_their_baseline():
+@pytest.fixture(scope="module")
+def bench_model(load_tool):
+    return load_tool("bench_model")
+
+
+def test_every_pair_and_both_models_are_benchmarked_against_their_baseline(bench_model):
     cases = bench_model.cases(quick=True)
     segnet = [c["pair"] for c in cases if c["model"] == "segnet"]
     assert segnet[0] == "max/maxunpool" and len(segnet) == 7
@@ -32,7 +34,7 @@ def test_every_pair_and_both_models_are_benchmarked_against_their_baseline():
     assert cfg.data["crop_size"] == [360, 480] and cfg.train.batch_size == 8
 
 
-def test_ratios_are_over_the_first_case_of_the_same_model():
+def test_ratios_are_over_the_first_case_of_the_same_model(bench_model):
     shape = {"batch": 2, "crop": [8, 8], "amp": "none", "params": 10}
     results = [
         {"model": "segnet", "pair": "max/maxunpool", "step_ms": 10.0, "peak_mib": 4.0, **shape},
@@ -50,7 +52,7 @@ def test_ratios_are_over_the_first_case_of_the_same_model():
 
 
 @pytest.mark.slow
-def test_quick_cpu_run_measures_real_training_steps(tmp_path):
+def test_quick_cpu_run_measures_real_training_steps(tmp_path, bench_model):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "tools/bench_model.py", "--quick", "--device", "cpu", "--only",
