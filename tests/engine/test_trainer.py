@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import resource
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from seg.config import ConfigError
 from seg.engine import TrainingDiverged, load_checkpoint, train
 from seg.engine import trainer as trainer_module
-from seg.engine.trainer import TrainSampler, poly_lr_factor
+from seg.engine.distributed import DistInfo
+from seg.engine.trainer import TrainSampler, build_run, poly_lr_factor, train_step
 
 
 def _take(iterator, count):
@@ -177,3 +180,77 @@ def test_sync_bn_with_one_process_warns_and_trains(tmp_path, make_config):
 def test_median_frequency_class_weights(tmp_path, make_config):
     train(make_config(tmp_path, ["train.class_weights=median_frequency", "train.iters=1"]))
     assert "median-frequency class weights: [" in (tmp_path / "train.log").read_text()
+
+
+def _run_and_batch(cfg):
+    """A `Run` as `train()` builds it, and a fixed batch of the config's size."""
+    torch.manual_seed(0)
+    losses = trainer_module.build_losses(cfg.train, cfg.model["num_classes"], 255)
+    run = build_run(cfg, DistInfo(), {"classes": []}, losses)
+    run.net.train()
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(2, 3, 32, 32, generator=g)
+    masks = torch.randint(0, 4, (2, 32, 32), generator=g)
+    masks[:, :3] = 255
+    return run, (images, masks)
+
+
+def test_train_step_is_forward_loss_backward_clip_update(tmp_path, make_config):
+    cfg = make_config(tmp_path, ["train.grad_clip=0.05", "train.warmup_iters=0"])
+    run, (images, masks) = _run_and_batch(cfg)
+    # The reference: the same model and optimizer, stepped by hand.
+    reference = copy.deepcopy(run.model)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    loss = F.cross_entropy(reference(images), masks, ignore_index=255)
+    loss.backward()  # the LiftPool regularisers reach the gradient through the layers
+    norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.05)
+    assert norm > 0.05  # clipping changes this step
+    optimizer.step()
+
+    terms, flags = train_step(run, (images, masks))
+    assert run.iteration == 1 and run.lr == pytest.approx(0.05)
+    assert terms["ce"].item() == pytest.approx(loss.item(), rel=1e-6)
+    assert {"reg_u", "reg_p"} <= set(terms) and flags.tolist() == [0.0, 0.0]
+    for (name, a), b in zip(run.model.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=name)
+    assert run.scheduler.get_last_lr()[0] < 0.05  # the schedule moved on
+
+
+def test_train_step_refuses_a_nan_loss_and_leaves_the_weights(tmp_path, make_config):
+    run, (images, masks) = _run_and_batch(make_config(tmp_path))
+    before = {name: p.detach().clone() for name, p in run.model.named_parameters()}
+    images[0, 0, 0, 0] = math.nan
+    with pytest.raises(TrainingDiverged, match="is NaN/inf at iteration 1"):
+        train_step(run, (images, masks))
+    assert run.iteration == 0  # no update (BatchNorm's running stats saw the batch: the
+    for name, param in run.model.named_parameters():  # checkpoint on disk is the good state)
+        assert torch.equal(param, before[name]), name
+
+
+def test_train_step_flags_a_signal(tmp_path, make_config):
+    run, batch = _run_and_batch(make_config(tmp_path))
+    stop = trainer_module._Stop(signum=15)
+    _, flags = train_step(run, batch, stop)
+    assert flags.tolist() == [0.0, 1.0]
+
+
+def test_run_state_dict_round_trip_continues_identically(tmp_path, make_config):
+    cfg = make_config(tmp_path)
+    run, batch = _run_and_batch(cfg)
+    for _ in range(2):
+        train_step(run, batch)
+    run.best_miou, run.cost["timed_iters"] = 0.25, 2
+    state = copy.deepcopy(run.state_dict())
+    assert state["iteration"] == 2 and state["config"] == cfg.to_dict()
+
+    other, _ = _run_and_batch(cfg)
+    train_step(other, batch)  # a different history, overwritten by the load
+    other.load_state_dict(state)
+    again = other.state_dict()
+    assert (again["iteration"], again["best_miou"], again["cost"]) == (2, 0.25, run.cost)
+    assert again["scheduler"] == state["scheduler"]
+    for a, b in ((run, other),):
+        train_step(a, batch)
+        train_step(b, batch)
+        for key, tensor in a.model.state_dict().items():
+            assert torch.equal(tensor, b.model.state_dict()[key]), key
