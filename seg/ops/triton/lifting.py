@@ -1,21 +1,29 @@
 """LiftPool 2d (down and exact up) as ``torch.ops.seg.lift_down2d`` / ``lift_up2d``.
 
-A lifting step along an axis is two *stages*, each of the form
+A lifting step along an axis splits x into even and odd samples x_e, x_o (odd
+lengths repeat their last sample) and runs two *stages*, each of the form
 
     out = base + sign * F(src)        F = P (predict) or U (update)
 
 forward:  d = x_o - P(x_e)            s = x_e + U(d)
 inverse:  x_e = s - U(d)              x_o = d + P(x_e)
 
-and one Triton kernel (``_stage_fwd_kernel``) runs a whole stage: it reads
-``src`` at the predictor's taps and ``base`` once, and writes ``out`` once. For
-the learned predictor the depthwise conv (reflect/replicate borders), ReLU, the
-1x1 channel mix (``tl.dot`` of a [BLOCK_C, BLOCK_C] weight tile with a
-[BLOCK_C, BLOCK_P] activation tile, accumulated over input-channel blocks, in
-fp32 with IEEE precision), the Tanh and the residual add are fused; haar and
-legall53 are the same kernel with a fixed two-tap stencil. Splitting into even
-and odd samples (odd lengths repeat their last sample) and interleaving are
-index arithmetic in the loads and stores, never copies.
+A 2d step lifts along W, then along H on both results: s, d -> (LL, LH), (HL, HH).
+``Stage`` is one such equation on [B, C, A, L] views of the tensors (L the
+lifting axis, A the other one), and ``_down_stages`` / ``_up_stages`` list them
+in the order above. The split into x_e, x_o and the interleave back are not
+copies: a stage's ``IndexMap``s place its sample j at ``step * j + offset`` of
+the full-length base it reads or out it writes.
+
+The Triton kernels live in ``_lifting.py`` (its doc gives F for each
+predictor and names the kernel modes). A stage runs forward in one launch of
+``_stage_fwd_kernel``: it reads ``src`` at the predictor's taps and ``base``
+once, and writes ``out`` once. For the learned predictor the depthwise conv
+(reflect/replicate borders), ReLU, the 1x1 channel mix (``tl.dot`` of a
+[BLOCK_C, BLOCK_C] weight tile with a [BLOCK_C, BLOCK_P] activation tile,
+accumulated over input-channel blocks, in fp32 with IEEE precision), the Tanh
+and the residual add are fused; haar and legall53 are the same kernel with a
+fixed two-tap stencil.
 
 Launches: LiftDownPool2d forward 4 (P_w, U_w on x; then P_h, U_h on the s and d
 rows stacked in one [2N, C, H, ceil(W/2)] buffer, one launch each).
@@ -41,6 +49,8 @@ reference. float64 runs on the reference.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 import triton
 import triton.language as tl
@@ -55,261 +65,20 @@ from ..common import (
     check_rank,
     compute_dtype,
 )
+from ._lifting import (
+    HAAR_PREDICT,
+    HAAR_UPDATE,
+    LEARNED,
+    LEGALL_PREDICT,
+    LEGALL_UPDATE,
+    _stage_bwd_mix_kernel,
+    _stage_bwd_src_kernel,
+    _stage_fwd_kernel,
+)
 
-MODES = {"learned": 0, "haar": (1, 2), "legall53": (3, 4)}
-LEARNED, HAAR_P, HAAR_U, LEGALL_P, LEGALL_U = 0, 1, 2, 3, 4
-BIG = 2**31 - 1  # "no clamp" / "no mask" for an index limit
-
-
-# --------------------------------------------------------------------------- kernels
-
-
-@triton.jit
-def _tanh(z):
-    # odd-symmetric form: exp of a non-positive number never overflows
-    t = tl.exp(-2.0 * tl.abs(z))
-    y = (1.0 - t) / (1.0 + t)
-    return tl.where(z < 0, -y, y)
-
-
-@triton.jit
-def _tap(j, t: tl.constexpr, n, PAD: tl.constexpr, REFLECT: tl.constexpr):
-    """Index of tap t of a centred stencil at j on an axis of length n (reflect or replicate)."""
-    i = j + (t - PAD)
-    if REFLECT:
-        i = tl.where(i < 0, -i, i)
-        i = tl.where(i >= n, 2 * (n - 1) - i, i)
-    else:
-        i = tl.minimum(tl.maximum(i, 0), n - 1)
-    return i
-
-
-@triton.jit
-def _tiles(A, n, BLOCK_P: tl.constexpr):
-    """Grid axis 0 carries pixel tiles x channel tiles (axis 0 allows 2^31 - 1 programs;
-    axes 1 and 2 only 65535): (pixel tile, channel tile) of this program."""
-    pixel_tiles = tl.cdiv(A * n, BLOCK_P)
-    pid = tl.program_id(0)
-    return pid % pixel_tiles, pid // pixel_tiles
-
-
-@triton.jit
-def _channels(first, BLOCK_C: tl.constexpr):
-    """Channel indices in int64: ``channel * stride`` passes 2^31 on large tensors."""
-    return tl.arange(0, BLOCK_C).to(tl.int64) + first
-
-
-@triton.jit
-def _pixels(pid, A, n, A_FASTEST: tl.constexpr, BLOCK_P: tl.constexpr):
-    """Flat pixel p -> (other-axis index a, lifting index j), both int64 for the offsets."""
-    p = pid.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P).to(tl.int64)
-    if A_FASTEST:  # the lifting axis is H: neighbouring lanes walk along W
-        a = p % A
-        j = p // A
-    else:  # the lifting axis is W: neighbouring lanes walk along it
-        j = p % n
-        a = p // n
-    return p, a, j, p < A * n
-
-
-@triton.jit
-def _hidden(src_ptr, s_sc, s_sa, s_sl, ci, cmask, a, j, pmask, n, dw_ptr, db_ptr,
-            K: tl.constexpr, REFLECT: tl.constexpr, BLOCK_C: tl.constexpr,
-            BLOCK_P: tl.constexpr):  # fmt: skip
-    """Depthwise conv of src (fp32 [BLOCK_C, BLOCK_P]) before the ReLU."""
-    bias = tl.load(db_ptr + ci, mask=cmask, other=0.0).to(tl.float32)
-    h = tl.zeros([BLOCK_C, BLOCK_P], tl.float32) + bias[:, None]
-    mask = cmask[:, None] & pmask[None, :]
-    for t in tl.static_range(K):
-        i = _tap(j, t, n, K // 2, REFLECT)
-        v = tl.load(
-            src_ptr + ci[:, None] * s_sc + (a * s_sa + i * s_sl)[None, :], mask=mask, other=0.0
-        )
-        w = tl.load(dw_ptr + ci * K + t, mask=cmask, other=0.0).to(tl.float32)
-        h += w[:, None] * v.to(tl.float32)
-    return h
-
-
-@triton.jit
-def _relu(h):
-    """ReLU that keeps NaN (tl.maximum would turn it into 0 and hide it from the NaN guard)."""
-    return tl.where(h < 0.0, 0.0, h)
-
-
-@triton.jit
-def _mix(src_ptr, s_sc, s_sa, s_sl, co, comask, a, j, pmask, n, C,
-         dw_ptr, db_ptr, mw_ptr, mb_ptr,
-         K: tl.constexpr, REFLECT: tl.constexpr, BLOCK_C: tl.constexpr,
-         BLOCK_P: tl.constexpr):  # fmt: skip
-    """Pre-Tanh output of the learned predictor for output channels co: [BLOCK_C, BLOCK_P]."""
-    acc = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
-    for c0 in range(0, C, BLOCK_C):
-        ci = _channels(c0, BLOCK_C)
-        cimask = ci < C
-        h = _hidden(src_ptr, s_sc, s_sa, s_sl, ci, cimask, a, j, pmask, n, dw_ptr, db_ptr,
-                    K, REFLECT, BLOCK_C, BLOCK_P)  # fmt: skip
-        r = tl.where(cimask[:, None] & pmask[None, :], _relu(h), 0.0)
-        m = tl.load(mw_ptr + co[:, None] * C + ci[None, :],
-                    mask=comask[:, None] & cimask[None, :], other=0.0)  # fmt: skip
-        acc += tl.dot(m.to(tl.float32), r, input_precision="ieee")
-    bias = tl.load(mb_ptr + co, mask=comask, other=0.0).to(tl.float32)
-    return acc + bias[:, None]
-
-
-@triton.jit
-def _fixed(src_ptr, s_sc, s_sa, s_sl, c, cmask, a, j, pmask, n, MODE: tl.constexpr):
-    """haar / legall53 P or U at j: [BLOCK_C, BLOCK_P] in fp32."""
-    mask = cmask[:, None] & pmask[None, :]
-    rows = src_ptr + c[:, None] * s_sc + (a * s_sa)[None, :]
-    here = tl.load(rows + (j * s_sl)[None, :], mask=mask, other=0.0).to(tl.float32)
-    if MODE == 1:
-        f = here
-    elif MODE == 2:
-        f = 0.5 * here
-    elif MODE == 3:
-        nxt = tl.minimum(j + 1, n - 1)
-        f = 0.5 * (here + tl.load(rows + (nxt * s_sl)[None, :], mask=mask, other=0.0))
-    else:
-        prv = tl.maximum(j - 1, 0)
-        f = 0.25 * (here + tl.load(rows + (prv * s_sl)[None, :], mask=mask, other=0.0))
-    return f
-
-
-@triton.jit
-def _stage_fwd_kernel(
-    src_ptr, s_sb, s_sc, s_sa, s_sl,
-    base_ptr, b_sb, b_sc, b_sa, b_sl, b_step, b_off, b_lim,
-    out_ptr, o_sb, o_sc, o_sa, o_sl, o_step, o_off, o_lim,
-    dw_ptr, db_ptr, mw_ptr, mb_ptr,
-    C, A, n,
-    SIGN: tl.constexpr, MODE: tl.constexpr, K: tl.constexpr, REFLECT: tl.constexpr,
-    A_FASTEST: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-):  # fmt: skip
-    """out[b, c, a, j*o_step+o_off] = base[b, c, a, min(j*b_step+b_off, b_lim)] + SIGN * F(src)[j]."""
-    b = tl.program_id(1).to(tl.int64)
-    pixel_tile, channel_tile = _tiles(A, n, BLOCK_P)
-    p, a, j, pmask = _pixels(pixel_tile, A, n, A_FASTEST, BLOCK_P)
-    co = _channels(channel_tile * BLOCK_C, BLOCK_C)
-    cmask = co < C
-    src = src_ptr + b * s_sb
-    if MODE == 0:
-        z = _mix(src, s_sc, s_sa, s_sl, co, cmask, a, j, pmask, n, C,
-                 dw_ptr, db_ptr, mw_ptr, mb_ptr, K, REFLECT, BLOCK_C, BLOCK_P)  # fmt: skip
-        f = _tanh(z)
-    else:
-        f = _fixed(src, s_sc, s_sa, s_sl, co, cmask, a, j, pmask, n, MODE)
-    mask = cmask[:, None] & pmask[None, :]
-    bl = tl.minimum(j * b_step + b_off, b_lim)
-    base = tl.load(base_ptr + b * b_sb + co[:, None] * b_sc + (a * b_sa + bl * b_sl)[None, :],
-                   mask=mask, other=0.0)  # fmt: skip
-    out = base.to(tl.float32) + SIGN * f
-    ol = j * o_step + o_off
-    omask = mask & (ol < o_lim)[None, :]
-    tl.store(out_ptr + b * o_sb + co[:, None] * o_sc + (a * o_sa + ol * o_sl)[None, :],
-             out.to(out_ptr.dtype.element_ty), mask=omask)  # fmt: skip
-
-
-@triton.jit
-def _stage_bwd_mix_kernel(
-    src_ptr, s_sb, s_sc, s_sa, s_sl,
-    g_ptr, g_sb, g_sc, g_sa, g_sl, o_step, o_off, o_lim,
-    gz_ptr, dw_ptr, db_ptr, mw_ptr, mb_ptr, gmw_ptr, gmb_ptr,
-    C, A, n,
-    SIGN: tl.constexpr, K: tl.constexpr, REFLECT: tl.constexpr,
-    A_FASTEST: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-):  # fmt: skip
-    """Learned stage, part 1: dL/dz = SIGN * g * (1 - tanh(z)^2) into gz [B, C, A*n];
-    dL/dmix_bias and dL/dmix_weight (= dL/dz @ relu(h)^T) accumulated atomically."""
-    b = tl.program_id(1).to(tl.int64)
-    pixel_tile, channel_tile = _tiles(A, n, BLOCK_P)
-    p, a, j, pmask = _pixels(pixel_tile, A, n, A_FASTEST, BLOCK_P)
-    co = _channels(channel_tile * BLOCK_C, BLOCK_C)
-    comask = co < C
-    src = src_ptr + b * s_sb
-    z = _mix(src, s_sc, s_sa, s_sl, co, comask, a, j, pmask, n, C,
-             dw_ptr, db_ptr, mw_ptr, mb_ptr, K, REFLECT, BLOCK_C, BLOCK_P)  # fmt: skip
-    f = _tanh(z)
-    ol = j * o_step + o_off
-    mask = comask[:, None] & (pmask & (ol < o_lim))[None, :]
-    g = tl.load(g_ptr + b * g_sb + co[:, None] * g_sc + (a * g_sa + ol * g_sl)[None, :],
-                mask=mask, other=0.0).to(tl.float32)  # fmt: skip
-    gz = tl.where(mask, SIGN * g * (1.0 - f * f), 0.0)
-    tl.store(gz_ptr + (b * C + co[:, None]) * (A * n) + p[None, :], gz,
-             mask=comask[:, None] & pmask[None, :])  # fmt: skip
-    tl.atomic_add(gmb_ptr + co, tl.sum(gz, axis=1), mask=comask)
-    for c0 in range(0, C, BLOCK_C):
-        ci = _channels(c0, BLOCK_C)
-        cimask = ci < C
-        h = _hidden(src, s_sc, s_sa, s_sl, ci, cimask, a, j, pmask, n, dw_ptr, db_ptr,
-                    K, REFLECT, BLOCK_C, BLOCK_P)  # fmt: skip
-        r = tl.where(cimask[:, None] & pmask[None, :], _relu(h), 0.0)
-        gm = tl.dot(gz, tl.trans(r), input_precision="ieee")
-        tl.atomic_add(gmw_ptr + co[:, None] * C + ci[None, :], gm,
-                      mask=comask[:, None] & cimask[None, :])  # fmt: skip
-
-
-@triton.jit
-def _stage_bwd_src_kernel(
-    src_ptr, s_sb, s_sc, s_sa, s_sl,
-    gs_ptr, gs_sb, gs_sc, gs_sa, gs_sl,
-    gb_ptr, gb_sb, gb_sc, gb_sa, gb_sl, b_step, b_off, b_lim,
-    g_ptr, g_sb, g_sc, g_sa, g_sl, o_step, o_off, o_lim,
-    gz_ptr, dw_ptr, db_ptr, mw_ptr, gdw_ptr, gdb_ptr,
-    C, A, n,
-    SIGN: tl.constexpr, MODE: tl.constexpr, K: tl.constexpr, REFLECT: tl.constexpr,
-    A_FASTEST: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-):  # fmt: skip
-    """Stage backward into src and base (fp32 buffers, atomics), and the depthwise weights."""
-    b = tl.program_id(1).to(tl.int64)
-    pixel_tile, channel_tile = _tiles(A, n, BLOCK_P)
-    p, a, j, pmask = _pixels(pixel_tile, A, n, A_FASTEST, BLOCK_P)
-    c = _channels(channel_tile * BLOCK_C, BLOCK_C)
-    cmask = c < C
-    mask = cmask[:, None] & pmask[None, :]
-    ol = j * o_step + o_off
-    gmask = mask & (ol < o_lim)[None, :]
-    g = tl.load(g_ptr + b * g_sb + c[:, None] * g_sc + (a * g_sa + ol * g_sl)[None, :],
-                mask=gmask, other=0.0).to(tl.float32)  # fmt: skip
-    # base: identity
-    bl = tl.minimum(j * b_step + b_off, b_lim)
-    tl.atomic_add(gb_ptr + b * gb_sb + c[:, None] * gb_sc + (a * gb_sa + bl * gb_sl)[None, :],
-                  g, mask=gmask)  # fmt: skip
-    gsrc = gs_ptr + b * gs_sb + c[:, None] * gs_sc + (a * gs_sa)[None, :]
-    if MODE == 0:
-        # dL/drelu(h) = mix_weight^T @ dL/dz, over blocks of output channels
-        gr = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
-        for c0 in range(0, C, BLOCK_C):
-            co = _channels(c0, BLOCK_C)
-            comask = co < C
-            mt = tl.load(mw_ptr + co[None, :] * C + c[:, None],
-                         mask=cmask[:, None] & comask[None, :], other=0.0)  # fmt: skip
-            gz = tl.load(gz_ptr + (b * C + co[:, None]) * (A * n) + p[None, :],
-                         mask=comask[:, None] & pmask[None, :], other=0.0)  # fmt: skip
-            gr += tl.dot(mt.to(tl.float32), gz, input_precision="ieee")
-        src = src_ptr + b * s_sb
-        h = _hidden(src, s_sc, s_sa, s_sl, c, cmask, a, j, pmask, n, dw_ptr, db_ptr,
-                    K, REFLECT, BLOCK_C, BLOCK_P)  # fmt: skip
-        gh = tl.where(mask & (h > 0.0), gr, 0.0)
-        tl.atomic_add(gdb_ptr + c, tl.sum(gh, axis=1), mask=cmask)
-        for t in tl.static_range(K):
-            i = _tap(j, t, n, K // 2, REFLECT)
-            v = tl.load(src + c[:, None] * s_sc + (a * s_sa + i * s_sl)[None, :], mask=mask,
-                        other=0.0).to(tl.float32)  # fmt: skip
-            tl.atomic_add(gdw_ptr + c * K + t, tl.sum(gh * v, axis=1), mask=cmask)
-            w = tl.load(dw_ptr + c * K + t, mask=cmask, other=0.0).to(tl.float32)
-            tl.atomic_add(gsrc + (i * gs_sl)[None, :], w[:, None] * gh, mask=mask)
-    elif MODE == 1:
-        tl.atomic_add(gsrc + (j * gs_sl)[None, :], SIGN * g, mask=mask)
-    elif MODE == 2:
-        tl.atomic_add(gsrc + (j * gs_sl)[None, :], (SIGN * 0.5) * g, mask=mask)
-    elif MODE == 3:
-        half = (SIGN * 0.5) * g
-        tl.atomic_add(gsrc + (j * gs_sl)[None, :], half, mask=mask)
-        tl.atomic_add(gsrc + (tl.minimum(j + 1, n - 1) * gs_sl)[None, :], half, mask=mask)
-    else:
-        quarter = (SIGN * 0.25) * g
-        tl.atomic_add(gsrc + (j * gs_sl)[None, :], quarter, mask=mask)
-        tl.atomic_add(gsrc + (tl.maximum(j - 1, 0) * gs_sl)[None, :], quarter, mask=mask)
+# (P, U) kernel modes of the fixed predictors
+FIXED_MODES = {"haar": (HAAR_PREDICT, HAAR_UPDATE), "legall53": (LEGALL_PREDICT, LEGALL_UPDATE)}
+UNBOUNDED = 2**31 - 1  # an IndexMap bound that never clamps a read nor masks a write
 
 
 # --------------------------------------------------------------------------- launchers
@@ -325,9 +94,10 @@ def _axis_strides(t: Tensor, axis: str) -> tuple[int, int, int, int]:
 
 
 class Predictor:
-    """A predictor's kernel mode and (for learned) its fp32-loadable weights."""
+    """A predictor's kernel mode (one of ``_lifting``'s MODE constants, tl.constexpr; the
+    launches pass its int ``mode.value``) and (for learned) its fp32-loadable weights."""
 
-    def __init__(self, mode: int, kernel_size: int, weights: list[Tensor] | None = None):
+    def __init__(self, mode: tl.constexpr, kernel_size: int, weights: list[Tensor] | None = None):
         self.mode = mode
         self.kernel_size = kernel_size if mode == LEARNED else 1
         self.weights = weights
@@ -339,7 +109,7 @@ class Predictor:
         return fallback, fallback, fallback, fallback
 
 
-def _blocks(mode: int, channels: int) -> int:
+def _blocks(mode: tl.constexpr, channels: int) -> int:
     if mode == LEARNED:  # tl.dot wants every tile dimension >= 16
         return max(16, min(64, triton.next_power_of_2(channels)))
     return min(16, triton.next_power_of_2(channels))
@@ -349,14 +119,48 @@ def _rows(t: Tensor | None, start: int, end: int) -> Tensor | None:
     return None if t is None else t[start:end]
 
 
+@dataclass(frozen=True)
+class IndexMap:
+    """Where a stage's sample j sits along a tensor's lifting axis: at ``step * j + offset``.
+    Reads there (base) are clamped to ``bound``; writes (out) are dropped at ``bound`` and
+    beyond. Unpacks as the kernels' (step, offset, bound) arguments."""
+
+    step: int
+    offset: int
+    bound: int = UNBOUNDED
+
+    @classmethod
+    def identity(cls) -> IndexMap:
+        """j itself: a tensor of the stage's own length n (s, d, a band)."""
+        return cls(step=1, offset=0)
+
+    @classmethod
+    def even(cls, bound: int = UNBOUNDED) -> IndexMap:
+        """The even samples 2j of a full-length axis: x_e."""
+        return cls(step=2, offset=0, bound=bound)
+
+    @classmethod
+    def odd(cls, bound: int) -> IndexMap:
+        """The odd samples 2j + 1 of a full-length axis: x_o."""
+        return cls(step=2, offset=1, bound=bound)
+
+    def __iter__(self):
+        return iter((self.step, self.offset, self.bound))
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)  # eq=False: tensors have no boolean ==
 class Stage:
     """out = base + sign * F(src) along one axis of [B, C, A, L] views (see the module doc)."""
 
-    def __init__(self, pred, sign, axis, n, src, base, out, base_map, out_map):
-        self.pred, self.sign, self.axis, self.n = pred, sign, axis, n
-        self.src, self.base, self.out = src, base, out
-        self.base_map = base_map  # (step, offset, clamp limit) of base's lifting index
-        self.out_map = out_map  # (step, offset, mask limit) of out's lifting index
+    out: Tensor | None  # None where the stage only runs backward
+    out_map: IndexMap = IndexMap.identity()  # out's index of sample j (writes stop at bound)
+    base: Tensor
+    base_map: IndexMap = IndexMap.identity()  # base's index of sample j (reads clamp to bound)
+    sign: float
+    pred: Predictor  # F: its kernel mode and weights
+    src: Tensor  # F's input, indexed by j (x_e is a strided view)
+    axis: str  # the lifting axis L: "w" or "h"
+    n: int  # samples j along L: ceil(length / 2)
 
     def batch_chunks(self):
         """Stages over at most ``MAX_GRID_BATCH`` images each: the batch is grid axis 1,
@@ -367,16 +171,15 @@ class Stage:
             return
         for start in range(0, batch, MAX_GRID_BATCH):
             end = min(batch, start + MAX_GRID_BATCH)
-            part = [_rows(t, start, end) for t in (self.src, self.base, self.out)]
-            yield start, Stage(self.pred, self.sign, self.axis, self.n, *part,
-                               self.base_map, self.out_map)  # fmt: skip
+            src, base, out = (_rows(t, start, end) for t in (self.src, self.base, self.out))
+            yield start, replace(self, src=src, base=base, out=out)
 
     def geometry(self):
         batch, channels = self.src.shape[:2]
         other = self.src.shape[2] if self.axis == "w" else self.src.shape[3]
         block_c = _blocks(self.pred.mode, channels)
         tiles = triton.cdiv(other * self.n, BLOCK_P) * triton.cdiv(channels, block_c)
-        grid = (tiles, batch)  # channels ride on axis 0 (see _tiles); the batch is chunked
+        grid = (tiles, batch)  # channels ride on axis 0 (see _lifting._tiles); the batch is chunked
         return batch, channels, other, block_c, grid
 
     def common(self):
@@ -403,7 +206,7 @@ class Stage:
             self.out, *_axis_strides(self.out, self.axis), *self.out_map,
             *self.pred.pointers(self.src),
             channels, other, self.n,
-            MODE=self.pred.mode, BLOCK_C=block_c, **self.common(),
+            MODE=self.pred.mode.value, BLOCK_C=block_c, **self.common(),
         )  # fmt: skip
 
     def backward(self, grad_out, grad_src, grad_base, grad_weights, work: Tensor) -> None:
@@ -435,7 +238,7 @@ class Stage:
             grad_out, *_axis_strides(grad_out, self.axis), *self.out_map,
             gz, weights[0], weights[1], weights[2], grad_w[0], grad_w[1],
             channels, other, self.n,
-            MODE=self.pred.mode, BLOCK_C=block_c, **self.common(),
+            MODE=self.pred.mode.value, BLOCK_C=block_c, **self.common(),
         )  # fmt: skip
 
 
@@ -443,9 +246,9 @@ def _predictors(params: list[Tensor], predictor: str, kernel_size: int):
     """(predict_w, update_w, predict_h, update_h) from the op's flat parameter list."""
     if predictor == "learned":
         return tuple(Predictor(LEARNED, kernel_size, params[4 * i : 4 * i + 4]) for i in range(4))
-    if predictor not in MODES:
+    if predictor not in FIXED_MODES:
         raise ValueError(f"no Triton kernel for LiftPool predictor {predictor!r}")
-    p_mode, u_mode = MODES[predictor]
+    p_mode, u_mode = FIXED_MODES[predictor]
     return (Predictor(p_mode, 1), Predictor(u_mode, 1)) * 2
 
 
@@ -454,7 +257,8 @@ def _half(size: int) -> int:
 
 
 def _down_stages(x, sd, lo, hi, preds):
-    """The four forward stages of LiftDownPool2d: x -> sd = [s; d] -> lo = [LL; HL], hi = [LH; HH]."""
+    """The four forward stages of LiftDownPool2d: x -> sd = [s; d] -> lo = [LL; HL], hi = [LH; HH].
+    x_o reads clamp to the last sample: odd lengths repeat it."""
     predict_w, update_w, predict_h, update_h = preds
     batch = x.shape[0]
     height, width = x.shape[-2:]
@@ -462,18 +266,23 @@ def _down_stages(x, sd, lo, hi, preds):
     n_w, n_h = _half(width), _half(height)
     return [
         # d = x_o - P_w(x_e)
-        Stage(predict_w, -1.0, "w", n_w, x[..., 0::2], x, d, (2, 1, width - 1), (1, 0, BIG)),
+        Stage(out=d, base=x, base_map=IndexMap.odd(bound=width - 1),
+              sign=-1.0, pred=predict_w, src=x[..., 0::2], axis="w", n=n_w),
         # s = x_e + U_w(d)
-        Stage(update_w, 1.0, "w", n_w, d, x, s, (2, 0, BIG), (1, 0, BIG)),
+        Stage(out=s, base=x, base_map=IndexMap.even(),
+              sign=1.0, pred=update_w, src=d, axis="w", n=n_w),
         # LH, HH = s_o - P_h(s_e), d_o - P_h(d_e)
-        Stage(predict_h, -1.0, "h", n_h, sd[..., 0::2, :], sd, hi, (2, 1, height - 1), (1, 0, BIG)),
+        Stage(out=hi, base=sd, base_map=IndexMap.odd(bound=height - 1),
+              sign=-1.0, pred=predict_h, src=sd[..., 0::2, :], axis="h", n=n_h),
         # LL, HL = s_e + U_h(LH), d_e + U_h(HH)
-        Stage(update_h, 1.0, "h", n_h, hi, sd, lo, (2, 0, BIG), (1, 0, BIG)),
+        Stage(out=lo, base=sd, base_map=IndexMap.even(),
+              sign=1.0, pred=update_h, src=hi, axis="h", n=n_h),
     ]  # fmt: skip
 
 
 def _up_stages(bands, sd, x, preds, height, width):
-    """The six stages of LiftUpPool2d: (LL, LH), (HL, HH) -> sd = [s; d] -> x."""
+    """The six stages of LiftUpPool2d: (LL, LH), (HL, HH) -> sd = [s; d] -> x.
+    Writes stop at the output's length: an odd length drops the repeated last sample."""
     predict_w, update_w, predict_h, update_h = preds
     batch = x.shape[0]
     s, d = sd[:batch], sd[batch:]
@@ -482,15 +291,20 @@ def _up_stages(bands, sd, x, preds, height, width):
     for low, high, rows in ((bands[0], bands[1], s), (bands[2], bands[3], d)):
         stages += [
             # even rows = low - U_h(high)
-            Stage(update_h, -1.0, "h", n_h, high, low, rows, (1, 0, BIG), (2, 0, height)),
+            Stage(out=rows, out_map=IndexMap.even(bound=height), base=low,
+                  sign=-1.0, pred=update_h, src=high, axis="h", n=n_h),
             # odd rows = high + P_h(even rows)
-            Stage(predict_h, 1.0, "h", n_h, rows[..., 0::2, :], high, rows, (1, 0, BIG),
-                  (2, 1, height)),
+            Stage(out=rows, out_map=IndexMap.odd(bound=height), base=high,
+                  sign=1.0, pred=predict_h, src=rows[..., 0::2, :], axis="h", n=n_h),
         ]  # fmt: skip
     stages += [
-        Stage(update_w, -1.0, "w", n_w, d, s, x, (1, 0, BIG), (2, 0, width)),
-        Stage(predict_w, 1.0, "w", n_w, x[..., 0::2], d, x, (1, 0, BIG), (2, 1, width)),
-    ]
+        # x_e = s - U_w(d)
+        Stage(out=x, out_map=IndexMap.even(bound=width), base=s,
+              sign=-1.0, pred=update_w, src=d, axis="w", n=n_w),
+        # x_o = d + P_w(x_e)
+        Stage(out=x, out_map=IndexMap.odd(bound=width), base=d,
+              sign=1.0, pred=predict_w, src=x[..., 0::2], axis="w", n=n_w),
+    ]  # fmt: skip
     return stages
 
 
