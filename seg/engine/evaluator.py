@@ -8,6 +8,7 @@ processes before any division. Predictions are scored at each label's own resolu
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -87,7 +88,7 @@ def evaluate(
     crop = eval_cfg.crop_size
     samples: list[tuple[Tensor, Tensor, Tensor]] = []
     iterator = loader
-    if progress and dist_info.is_main:
+    if progress and dist_info.is_main and sys.stderr.isatty():  # no frames in a log file
         from tqdm import tqdm
 
         iterator = tqdm(loader, desc="eval", unit="batch", leave=False, dynamic_ncols=True)

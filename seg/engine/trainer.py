@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -30,6 +31,7 @@ from seg.config import Config, ConfigError, TrainConfig
 from seg.data import build_dataset, build_val_transform, median_frequency_weights
 from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from seg.engine import checkpoint as ckpt
+from seg.engine import rundir
 from seg.engine.checkpoint import data_meta
 from seg.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from seg.engine.evaluator import evaluate, format_table, json_ready
@@ -99,10 +101,12 @@ class SeededSamples(Dataset):
         return self.dataset.sample(index, seed)
 
 
-def _ignore_sigint(worker_id: int) -> None:
-    # Ctrl-C reaches the whole process group; the main process decides when to stop, so
-    # workers must not die mid-batch under it.
+def _ignore_stop_signals(worker_id: int) -> None:
+    # Ctrl-C and a scheduler's SIGTERM reach the whole process group; the main process
+    # decides when to stop (it finishes the step and saves), so workers must not die under
+    # them mid-batch. The main process shuts them down as it exits.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------- schedule, loss, optimizer
@@ -137,15 +141,19 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 @dataclass
 class _Stop:
-    """Set by SIGINT/SIGTERM: the loop finishes the step, saves and exits."""
+    """Set by SIGINT/SIGTERM: the loop finishes the step, saves and exits. A second signal
+    aborts at once (KeyboardInterrupt), e.g. out of a long validation; the last checkpoint
+    on disk stays."""
 
     signum: int | None = None
 
     def __call__(self, signum, frame) -> None:
-        if self.signum is None:
-            log.warning(
-                "received %s: finishing this step, then saving", signal.Signals(signum).name
-            )
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: aborted")
+        log.warning(
+            "received %s: finishing this step, then saving (send it again to abort)",
+            signal.Signals(signum).name,
+        )
         self.signum = signum
 
 
@@ -200,6 +208,7 @@ class Run:
     best_miou: float = -math.inf
     cost: dict = field(default_factory=_empty_cost)
     lr: float = math.nan  # the learning rate of the last step
+    world_size: int = 1
     _rng: dict | None = field(default=None, repr=False)
 
     def state_dict(self) -> dict:
@@ -214,6 +223,7 @@ class Run:
             "config": self.cfg.to_dict(),
             "meta": self.meta,
             "cost": self.cost,
+            "world_size": self.world_size,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -225,6 +235,14 @@ class Run:
         self.best_miou = float(state["best_miou"])
         self.cost = dict(state.get("cost", _empty_cost()))
         self._rng = state["rng"]
+        stored_world = int(state.get("world_size", self.world_size))
+        if stored_world != self.world_size:
+            log.warning(
+                "resuming on %d process(es) a run started on %d: the global batch and the "
+                "data order change, so the result will differ from an uninterrupted run",
+                self.world_size,
+                stored_world,
+            )
 
     @staticmethod
     def stored_config(state: dict) -> dict:
@@ -268,6 +286,7 @@ def build_run(cfg: Config, dist_info: DistInfo, meta: dict, losses: dict) -> Run
         losses=losses,
         device=dist_info.device,
         amp_dtype=amp_dtype,
+        world_size=dist_info.world_size,
     )
 
 
@@ -441,11 +460,20 @@ def write_final_report(run: Run, metrics: dict, dist_info: DistInfo) -> None:
 # ---------------------------------------------------------------- set-up
 
 
-def _setup(cfg: Config, device: str | None) -> DistInfo:
-    """Process group, work dir, logging and the determinism switches."""
+def _setup(
+    cfg: Config, device: str | None, resume: str | Path | bool | None, force: bool
+) -> tuple[DistInfo, dict | None]:
+    """Process group; the checkpoint to resume (checked against ``cfg``) or a work dir free
+    for a new run, both before anything is written; then work dir, logging, determinism."""
     dist_info = init_distributed(device)
+    state = None
+    if resume:
+        state = _load_resume_state(cfg, resume)
+    else:
+        rundir.prepare_fresh_start(cfg.work_dir, force, dist_info.is_main)
     if dist_info.is_main:
         cfg.work_dir.mkdir(parents=True, exist_ok=True)
+        rundir.remove_stale_temporaries(cfg.work_dir)
     barrier()
     _setup_logging(cfg.work_dir, dist_info.is_main)
     if cfg.train.deterministic:
@@ -454,28 +482,21 @@ def _setup(cfg: Config, device: str | None) -> DistInfo:
         torch.backends.cudnn.benchmark = False
     elif dist_info.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    return dist_info
+    return dist_info, state
 
 
-def _load_resume_state(cfg: Config, resume: str | Path | bool | None) -> dict | None:
-    """The checkpoint to continue from (None: a fresh start), checked against ``cfg``."""
-    path = None
-    if resume is True:
-        path = ckpt.find_latest(cfg.work_dir)
-        if path is None:
-            log.info("--resume: no %s in %s, starting from scratch", ckpt.LAST, cfg.work_dir)
-    elif resume:
-        path = Path(resume)
+def _load_resume_state(cfg: Config, resume: str | Path | bool) -> dict:
+    """The checkpoint ``--resume`` names (True: the work dir's ``last.pt``), if it was
+    trained with ``cfg`` (up to the keys safe to change on a resume)."""
+    path = ckpt.find_latest(cfg.work_dir) if resume is True else Path(resume)
     if path is None:
-        return None
-    state = ckpt.load_checkpoint(path)
-    stored = Run.stored_config(state)["model"]
-    if stored != cfg.model:
         raise ConfigError(
-            f"{path} was trained with model {stored}, but the config says {cfg.model}: "
-            "resume with the same model config"
+            f"--resume: there is no {ckpt.LAST} in {cfg.work_dir} to continue. Start a new "
+            "run without --resume, or name the checkpoint: --resume PATH"
         )
-    log.info("resuming from %s", path)
+    state = ckpt.load_checkpoint(path)
+    rundir.check_resumable(path, Run.stored_config(state), cfg.to_dict())
+    state["_path"] = str(path)
     return state
 
 
@@ -521,7 +542,7 @@ def _train_loader(run: Run, train_set, dist_info: DistInfo) -> Iterator:
         num_workers=tcfg.workers,
         pin_memory=dist_info.device.type == "cuda",
         persistent_workers=tcfg.workers > 0,
-        worker_init_fn=_ignore_sigint,
+        worker_init_fn=_ignore_stop_signals,
     )
     return iter(loader)
 
@@ -533,7 +554,8 @@ def _open_outputs(run: Run, dist_info: DistInfo):
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run.cfg.work_dir / "tb"), purge_step=run.iteration + 1)
-    if dist_info.is_main and run.cfg.output.progress:
+    # A log file gets the log lines at train.log_interval, not carriage-return frames.
+    if dist_info.is_main and run.cfg.output.progress and sys.stderr.isatty():
         from tqdm import tqdm
 
         progress = tqdm(
@@ -554,20 +576,25 @@ def train(
     resume: str | Path | bool | None = None,
     device: str | None = None,
     stop_after: int | None = None,
+    force: bool = False,
 ) -> dict:
     """Train as ``cfg`` says; returns the last validation's metrics.
 
     Args:
-        resume: True = ``last.pt`` of the work dir (a fresh start if there is none), a path =
-            that checkpoint, None/False = start from scratch.
+        resume: True = ``last.pt`` of the work dir, a path = that checkpoint (either must
+            exist and have been trained with ``cfg``, up to
+            `rundir.SAFE_TO_CHANGE_ON_RESUME`), None/False = a new run.
         device: ``"cpu"``, ``"cuda"`` or None (CUDA when available).
         stop_after: behave as if SIGTERM arrived after this iteration (split a run into
             jobs of a fixed length; tests use it to interrupt deterministically).
+        force: a new run replaces the checkpoints and metrics of a run already in the work
+            dir (without it, that is an error).
     Raises:
+        ConfigError: a work dir that holds a run (without ``resume``/``force``), nothing to
+            resume, or a checkpoint trained with another config.
         TrainingDiverged: a NaN/inf loss term (nothing is saved after the last good step).
     """
-    dist_info = _setup(cfg, device)
-    state = _load_resume_state(cfg, resume)  # first: its config is the one to continue with
+    dist_info, state = _setup(cfg, device, resume, force)
     if dist_info.is_main:
         cfg.dump(cfg.work_dir / "config.yaml")
 
@@ -576,6 +603,7 @@ def train(
     run = build_run(cfg, dist_info, meta, _build_losses(cfg, train_set))
     if state is not None:
         run.load_state_dict(state)
+        log.info("resumed from %s at iteration %d", state["_path"], run.iteration)
     batches = _train_loader(run, train_set, dist_info)
     run.restore_rng()
 
@@ -639,6 +667,8 @@ def _loop(run: Run, batches, val_set, dist_info, stop, stop_after, writer, progr
 
         finished = it == tcfg.iters
         interrupted = flags[1] > 0 or (stop_after is not None and it >= stop_after)
+        if dist_info.is_main and finished:
+            save(run, ckpt.LAST)  # first: an error in the final validation loses no step
         if finished or (tcfg.val_interval and it % tcfg.val_interval == 0):
             metrics = validate_and_log(run, val_set, dist_info, writer)
         periodic = tcfg.ckpt_interval and it % tcfg.ckpt_interval == 0
@@ -646,13 +676,16 @@ def _loop(run: Run, batches, val_set, dist_info, stop, stop_after, writer, progr
             save(run, ckpt.LAST)
         if interrupted and not finished:
             barrier()
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", dist_info.world_size))
+            command = rundir.launch_command(
+                dist_info.world_size, local, run.cfg.work_dir / "config.yaml"
+            )
             log.warning(
-                "stopped at iteration %d/%d; %s holds it. Resume with: "
-                "python tools/train.py %s --resume",
+                "stopped at iteration %d/%d; %s holds it. Resume with: %s",
                 it,
                 tcfg.iters,
                 run.cfg.work_dir / ckpt.LAST,
-                run.cfg.work_dir / "config.yaml",
+                command,
             )
             return {"interrupted": stop.signum or -1, "iteration": it}
     return metrics

@@ -1,0 +1,138 @@
+"""What a training work dir may hold, and what a new run or a resume may do with it.
+
+The rules: a new run never replaces another run's checkpoints or metrics unless asked
+(``--force``), a resume needs a checkpoint to resume, and a checkpoint is resumed only with
+the config it was trained with (apart from the keys in `SAFE_TO_CHANGE_ON_RESUME`, which
+change nothing the weights depend on).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from seg.config import ConfigError
+from seg.engine.checkpoint import BEST, LAST
+
+log = logging.getLogger("seg")
+
+# What a run leaves behind that a new run must not silently replace.
+RUN_OUTPUTS = (LAST, BEST, "metrics.json")
+# What --force removes besides RUN_OUTPUTS: files the trainer wrote, nothing else.
+_REPLACED_WITH_FORCE = ("metrics.md",)
+# Dotted keys (or whole sections) a resume may change: where files are, how the run is
+# watched and how fast data arrive, nothing the weights depend on.
+SAFE_TO_CHANGE_ON_RESUME = (
+    "name",
+    "output",
+    "data.root",
+    "train.workers",
+    "train.log_interval",
+    "train.ckpt_interval",
+    "train.num_vis",
+    "eval.workers",
+    "eval.batch_size",
+)
+
+
+def prepare_fresh_start(work_dir: Path, force: bool, is_main: bool = True) -> None:
+    """Refuse a new run in a work dir that holds one, or (``force``) clear that run's outputs.
+
+    Every process checks; only the main process deletes (call a barrier after it).
+    """
+    existing = [name for name in RUN_OUTPUTS if (work_dir / name).exists()]
+    if not existing:
+        return
+    if not force:
+        raise ConfigError(
+            f"{work_dir} already holds a run ({', '.join(existing)}): continue it with "
+            "--resume, train into another --work-dir, or replace it with --force"
+        )
+    if not is_main:
+        return
+    removed = [*existing, *(n for n in _REPLACED_WITH_FORCE if (work_dir / n).exists())]
+    for name in removed:
+        (work_dir / name).unlink()
+    events = sorted((work_dir / "tb").glob("events.out.tfevents.*"))
+    for path in events:
+        path.unlink()
+    log.warning(
+        "--force: removed the previous run's %s%s from %s",
+        ", ".join(removed),
+        f" and {len(events)} TensorBoard event file(s)" if events else "",
+        work_dir,
+    )
+
+
+def remove_stale_temporaries(work_dir: Path) -> list[Path]:
+    """Delete checkpoint temporaries (``.last.pt.PID.tmp``) left by a killed process."""
+    removed = []
+    for path in Path(work_dir).glob(".*.pt.*.tmp"):
+        pid = path.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue  # another live process is writing it
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    if removed:
+        log.info("removed %d stale checkpoint temporary file(s) from %s", len(removed), work_dir)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}`` (lists stay values)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _safe(key: str) -> bool:
+    return any(key == safe or key.startswith(safe + ".") for safe in SAFE_TO_CHANGE_ON_RESUME)
+
+
+def resume_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """``"key: stored -> current"`` for each key that differs and is not safe to change."""
+    old, new = flatten(stored), flatten(current)
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and not _safe(k))
+    return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in keys]
+
+
+def check_resumable(path: Path, stored: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """Raise unless ``current`` is the config ``path`` was trained with (up to safe keys)."""
+    differences = resume_differences(stored, current)
+    if differences:
+        listed = "; ".join(differences[:6]) + ("; ..." if len(differences) > 6 else "")
+        raise ConfigError(
+            f"cannot resume {path}: it was trained with another config ({listed}). Resume with "
+            f"its own config ({path.parent / 'config.yaml'}), or start a new run in another "
+            f"--work-dir. Safe to change on a resume: {', '.join(SAFE_TO_CHANGE_ON_RESUME)}"
+        )
+
+
+def launch_command(world_size: int, local_world_size: int, config: Path) -> str:
+    """The command that continues this run as it was started (launcher and processes)."""
+    if world_size <= 1:
+        launcher = "python"
+    else:
+        nodes = max(world_size // max(local_world_size, 1), 1)
+        launcher = f"torchrun --nproc_per_node {local_world_size}"
+        if nodes > 1:
+            launcher += f" --nnodes {nodes} (and your rendezvous options)"
+    return f"{launcher} tools/train.py {config} --resume"
