@@ -13,64 +13,128 @@ A config has five sections::
 ``output`` are dataclasses whose fields are the schema. A file may start with
 ``include: base.yaml`` (or a list): included files are merged first, in order, then the
 file itself, nested mappings key by key. ``--set train.lr=0.02 model.up=bilinear`` values
-are parsed as YAML (``0.02`` is a float, ``[1, 2]`` a list, ``null`` None).
+are parsed as YAML (``0.02`` is a float, ``[1, 2]`` a list, ``null`` None). Files and
+values are read with `load_yaml`, which takes every float spelling (``1e-3``, ``5E4``,
+``.5``, ``1.e-3``) as a float, where plain YAML 1.1 reads ``1e-3`` as a string.
 
-Every mistake is a `ConfigError` that names the key: an unknown key suggests the closest
-valid one, a value of the wrong type says the type expected.
+Every mistake is a `ConfigError` that names the key: an unknown key or name suggests the
+closest valid one (`seg.registry.check_keys`), a value of the wrong type says the type
+expected, a number out of range says the range. Ranges are part of the schema:
+``lr: Annotated[float, Range(gt=0)]``; each section's ``check()`` checks them and the
+rules between its fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+
+from seg.registry import ConfigError, check_keys
 
 SECTIONS = ("model", "data", "train", "eval", "output")
 INCLUDE_KEY = "include"
 
 
-class ConfigError(ValueError):
-    """A config that can't be used: the message names the key and the fix."""
+@dataclass(frozen=True)
+class Range:
+    """The bounds of a numeric field, declared in the schema: ``Annotated[float, Range(gt=0)]``.
+
+    They hold for the number, for each number of a list and for each value of a mapping;
+    null and strings pass (the type says whether they may be there). Every number must
+    also be finite: ``inf`` and ``nan`` are never a setting.
+    """
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def __str__(self) -> str:
+        bounds = ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
+        return " and ".join(f"{op} {bound:g}" for op, bound in bounds if bound is not None)
+
+    def holds(self, x: float) -> bool:
+        """Whether ``x`` is finite and within the bounds."""
+        return (
+            math.isfinite(x)
+            and (self.gt is None or x > self.gt)
+            and (self.ge is None or x >= self.ge)
+            and (self.lt is None or x < self.lt)
+            and (self.le is None or x <= self.le)
+        )
 
 
 @dataclass
 class TrainConfig:
     """The training schedule. Iteration-based: ``iters`` optimizer steps in all."""
 
-    iters: int = 2000
-    batch_size: int = 8  # per process; the global batch is batch_size * world size
-    workers: int = 2  # data-loading processes per training process
+    iters: Annotated[int, Range(ge=1)] = 2000
+    # per process; the global batch is batch_size * world size
+    batch_size: Annotated[int, Range(ge=1)] = 8
+    workers: Annotated[int, Range(ge=0)] = 2  # data-loading processes per training process
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 5e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW only
-    poly_power: float = 0.9  # lr = base * (1 - it / iters) ** poly_power
-    min_lr: float = 0.0
-    warmup_iters: int = 0  # linear warm-up from warmup_ratio * lr to the poly curve
-    warmup_ratio: float = 0.1
-    grad_clip: float | None = None  # max global gradient norm; null = no clipping
+    lr: Annotated[float, Range(gt=0)] = 0.01
+    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9  # SGD only
+    weight_decay: Annotated[float, Range(ge=0)] = 5e-4
+    # AdamW only: [beta1, beta2]
+    betas: Annotated[list[float], Range(ge=0, lt=1)] = field(default_factory=lambda: [0.9, 0.999])
+    # lr = base * (1 - it / iters) ** poly_power
+    poly_power: Annotated[float, Range(gt=0)] = 0.9
+    min_lr: Annotated[float, Range(ge=0)] = 0.0  # where the poly curve ends; <= lr
+    # linear warm-up from warmup_ratio * lr to the poly curve
+    warmup_iters: Annotated[int, Range(ge=0)] = 0
+    warmup_ratio: Annotated[float, Range(ge=0, le=1)] = 0.1
+    # max global gradient norm; null = no clipping
+    grad_clip: Annotated[float | None, Range(gt=0)] = None
     amp: Literal["bf16", "fp16", "none"] = "bf16"  # mixed precision, on CUDA only
     sync_bn: bool = False  # SyncBatchNorm across processes (ignored with one process)
-    loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})  # ce, dice, lovasz
+    # {name: weight}, names from seg.engine.losses.LOSSES: ce, dice, lovasz
+    loss: Annotated[dict[str, float], Range(ge=0)] = field(default_factory=lambda: {"ce": 1.0})
     # cross-entropy weight per class, or median_frequency (SegNet's, from the train split)
-    class_weights: list[float] | Literal["median_frequency"] | None = None
-    lambda_u: float = 0.01  # LiftPool regulariser weights (no effect without LiftPool)
-    lambda_p: float = 0.1
-    val_interval: int = 500  # validate (and maybe write best.pt) every N iterations; 0 = end only
-    ckpt_interval: int = 500  # write last.pt every N iterations (and always at the end)
-    log_interval: int = 10  # TensorBoard scalars every N iterations
-    num_vis: int = 4  # validation images drawn to TensorBoard (input / truth / prediction)
-    seed: int = 0
+    class_weights: Annotated[list[float] | Literal["median_frequency"] | None, Range(ge=0)] = None
+    # LiftPool regulariser weights (no effect without LiftPool)
+    lambda_u: Annotated[float, Range(ge=0)] = 0.01
+    lambda_p: Annotated[float, Range(ge=0)] = 0.1
+    # validate (and maybe write best.pt) every N iterations; 0 = at the end only
+    val_interval: Annotated[int, Range(ge=0)] = 500
+    # write last.pt every N iterations (and always at the end); 0 = at the end only
+    ckpt_interval: Annotated[int, Range(ge=0)] = 500
+    log_interval: Annotated[int, Range(ge=1)] = 10  # TensorBoard scalars every N iterations
+    # validation images drawn to TensorBoard (input / truth / prediction)
+    num_vis: Annotated[int, Range(ge=0)] = 4
+    seed: Annotated[int, Range(ge=0)] = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms + cudnn.deterministic
-    val_max_images: int | None = None  # validate on the first N images only (null = all)
+    # validate on the first N images only (null = all)
+    val_max_images: Annotated[int | None, Range(ge=1)] = None
+
+    def check(self) -> None:
+        """Types and ranges (from the annotations), loss names, and the rules between fields.
+
+        Raises:
+            ConfigError: naming the key (``train.lr``, ``train.loss``, ...) and the fix.
+        """
+        from seg.engine.losses import LOSSES
+
+        _check_fields(self, "train")
+        if not self.loss:
+            raise ConfigError("train.loss needs at least one term, e.g. {ce: 1.0}")
+        check_keys("train.loss", self.loss, LOSSES, what="loss")
+        if len(self.betas) != 2:
+            raise ConfigError(f"train.betas must be two numbers [beta1, beta2], got {self.betas}")
+        if self.min_lr > self.lr:
+            raise ConfigError(
+                f"train.min_lr ({self.min_lr:g}) must be <= train.lr ({self.lr:g}): the "
+                "learning rate decays from lr to min_lr"
+            )
 
 
 @dataclass
@@ -79,13 +143,39 @@ class EvalConfig:
 
     split: str = "val"
     mode: Literal["whole", "slide"] = "whole"
-    crop_size: list[int] | None = None  # slide: window [height, width]; default: data.crop_size
-    stride: list[int] | None = None  # slide: window step [height, width]; default: 2/3 crop
+    # slide: window [height, width]; default: data.crop_size
+    crop_size: Annotated[list[int] | None, Range(ge=1)] = None
+    # slide: window step [height, width], <= crop_size; default: 2/3 of crop_size
+    stride: Annotated[list[int] | None, Range(ge=1)] = None
     tta: Literal["none", "flip", "ms"] = "none"  # ms = multi-scale, with flips
-    scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
-    batch_size: int = 4  # images per forward when they share a size
-    workers: int = 2
-    boundary_ratio: float = 0.02  # Boundary IoU band width: this times the image diagonal
+    scales: Annotated[list[float], Range(gt=0)] = field(
+        default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+    )
+    batch_size: Annotated[int, Range(ge=1)] = 4  # images per forward when they share a size
+    workers: Annotated[int, Range(ge=0)] = 2
+    # Boundary IoU band width: this times the image diagonal
+    boundary_ratio: Annotated[float, Range(gt=0, le=1)] = 0.02
+
+    def check(self) -> None:
+        """Types and ranges (from the annotations), window shapes, and stride <= crop.
+
+        Raises:
+            ConfigError: naming the key (``eval.stride``, ``eval.scales``, ...) and the fix.
+        """
+        _check_fields(self, "eval")
+        for key in ("crop_size", "stride"):
+            value = getattr(self, key)
+            if value is not None and len(value) != 2:
+                raise ConfigError(f"eval.{key} must be [height, width], got {value}")
+        if not self.scales:
+            raise ConfigError("eval.scales needs at least one scale, e.g. [1.0]")
+        crop, stride = self.crop_size, self.stride
+        if crop is not None and stride is not None and any(s > c for s, c in zip(stride, crop)):
+            raise ConfigError(
+                f"eval.stride {stride} must be <= eval.crop_size {crop} (which defaults to "
+                "data.crop_size) in each dimension: windows further apart than their size "
+                "leave pixels unpredicted"
+            )
 
 
 @dataclass
@@ -95,6 +185,14 @@ class OutputConfig:
     work_dir: str | None = None  # default: work_dirs/<config file name>
     tensorboard: bool = True
     progress: bool = True  # tqdm bar on the main process
+
+    def check(self) -> None:
+        """Types (from the annotations).
+
+        Raises:
+            ConfigError: naming the key and the type it needs.
+        """
+        _check_fields(self, "output")
 
 
 SCHEMA: dict[str, type] = {"train": TrainConfig, "eval": EvalConfig, "output": OutputConfig}
@@ -123,11 +221,51 @@ class Config:
         }
 
     def dump(self, path: str | Path) -> None:
+        """Write `to_dict` as YAML; `load_config` reads it back to an equal config."""
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @property
     def work_dir(self) -> Path:
         return Path(self.output.work_dir or Path("work_dirs") / self.name)
+
+
+# ---------------------------------------------------------------- YAML
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that reads every float spelling as a float.
+
+    YAML 1.1 (PyYAML's) wants a dot and a signed exponent, so ``1e-3``, ``5e4``, ``-.5``
+    and ``1.e3`` stay strings there; YAML 1.2 and Python read them as floats, and so does
+    this loader. ``.inf`` and ``.nan`` are floats as before (the schema rejects them).
+    """
+
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_FLOAT = re.compile(
+    r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.VERBOSE,
+)
+# SafeLoader's resolvers, with its float pattern swapped for _FLOAT in place (the order in
+# which patterns are tried stays the same). SafeLoader itself is left as it is.
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, _FLOAT if tag == _FLOAT_TAG else regexp) for tag, regexp in resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML as config files and ``--set`` values are read: safely, with `ConfigLoader`.
+
+    Use it for any YAML a user writes by hand (study files too), so ``1e-3`` is a number
+    everywhere.
+    """
+    return yaml.load(text, Loader=ConfigLoader)
 
 
 # ---------------------------------------------------------------- loading and merging
@@ -144,15 +282,17 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
 
 def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = ()) -> Config:
     """Validate a config dictionary (as read from YAML or stored in a checkpoint)."""
+    from seg.data import check_data_config
+    from seg.models import check_model_config
+
     raw = apply_overrides(dict(raw), overrides)
-    unknown = [key for key in raw if key not in (*SECTIONS, "name")]
-    for key in unknown:
-        raise ConfigError(_unknown_key_message(key, [*SECTIONS, "name"], "the config"))
+    check_keys("config", raw, [*SECTIONS, "name"], what="section")
     for section in ("model", "data"):
         if not isinstance(raw.get(section), Mapping):
             raise ConfigError(f"the config needs a '{section}' section (a mapping)")
-    model = _check_model(dict(raw["model"]))
-    data = _check_data(dict(raw["data"]))
+    model, data = dict(raw["model"]), dict(raw["data"])
+    check_model_config(model)
+    check_data_config(data)
     sections = {
         name: _build_section(name, schema, raw.get(name) or {}) for name, schema in SCHEMA.items()
     }
@@ -160,6 +300,8 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = ()) -> C
     if sections["eval"].crop_size is None and crop is not None:
         # Sliding windows default to the training crop: the size the model learned on.
         sections["eval"].crop_size = [crop, crop] if isinstance(crop, int) else list(crop)
+    for section in sections.values():
+        section.check()
     return Config(model=model, data=data, name=str(raw.get("name", "config")), **sections)
 
 
@@ -171,7 +313,7 @@ def _read_with_includes(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         chain = " -> ".join(str(p) for p in (*seen, path))
         raise ConfigError(f"config include cycle: {chain}")
     try:
-        text = yaml.safe_load(path.read_text()) or {}
+        text = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from error
     if not isinstance(text, dict):
@@ -203,7 +345,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         if not sep or not dotted.strip():
             raise ConfigError(f"--set expects key=value (e.g. train.lr=0.02), got {item!r}")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = load_yaml(text) if text.strip() else None
         except yaml.YAMLError as error:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML ({error})") from error
         raw = _set_path(raw, dotted.strip().split("."), value)
@@ -225,59 +367,45 @@ def _set_path(raw: dict[str, Any], keys: list[str], value: Any) -> dict[str, Any
 # ---------------------------------------------------------------- validation
 
 
-def _unknown_key_message(key: str, valid: Sequence[str], where: str) -> str:
-    close = difflib.get_close_matches(str(key), [str(v) for v in valid], n=1, cutoff=0.5)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"unknown key '{key}' in {where}{hint} Valid keys: {', '.join(sorted(valid))}"
-
-
-def _check_model(model: dict[str, Any]) -> dict[str, Any]:
-    from seg.models import MODELS, model_options
-
-    name = model.get("name")
-    if name is None or str(name).lower() not in MODELS:
-        close = difflib.get_close_matches(str(name), list(MODELS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(
-            f"model.name {name!r} is not a model{hint}; choose one of {sorted(MODELS)}"
-        )
-    valid = ["name", *model_options(str(name).lower())]
-    for key in model:
-        if key not in valid:
-            raise ConfigError(_unknown_key_message(key, valid, f"model (a {name} model)"))
-    if not isinstance(model.get("num_classes"), int) or isinstance(model["num_classes"], bool):
-        raise ConfigError("model.num_classes must be an int (the number of classes)")
-    return model
-
-
-def _check_data(data: dict[str, Any]) -> dict[str, Any]:
-    from seg.data import DATASETS, dataset_options
-
-    name = data.get("name")
-    if name not in DATASETS:
-        close = difflib.get_close_matches(str(name), list(DATASETS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"data.name {name!r} is not a data set{hint}; choose one of {DATASETS}")
-    valid = dataset_options(name)
-    for key in data:
-        if key not in valid:
-            raise ConfigError(_unknown_key_message(key, valid, f"data (the '{name}' data set)"))
-    return data
-
-
 def _build_section(name: str, schema: type, values: Any) -> Any:
+    """``schema(**values)`` once every key is one of its fields; `check` checks the values."""
     if not isinstance(values, Mapping):
         raise ConfigError(f"'{name}' must be a mapping of keys, got {values!r}")
-    hints = typing.get_type_hints(schema)
-    fields = [f.name for f in dataclasses.fields(schema)]
-    checked = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise ConfigError(_unknown_key_message(key, fields, f"'{name}'"))
-        checked[key] = _check_type(f"{name}.{key}", value, hints[key])
-    section = schema(**checked)
-    _check_values(name, section)
-    return section
+    check_keys(name, values, [f.name for f in dataclasses.fields(schema)])
+    return schema(**values)
+
+
+def _check_fields(section: Any, name: str) -> None:
+    """Check each field of ``section`` against its annotation, in place.
+
+    A value of the annotated type passes, converted where that loses nothing (an int for a
+    float); a `Range` in ``Annotated[...]`` bounds its numbers.
+    """
+    for key, hint in typing.get_type_hints(type(section), include_extras=True).items():
+        annotation, bounds = hint, ()
+        if typing.get_origin(hint) is Annotated:
+            annotation, *bounds = typing.get_args(hint)
+        value = _check_type(f"{name}.{key}", getattr(section, key), annotation)
+        for bound in bounds:
+            _check_range(f"{name}.{key}", value, bound, nullable=_allows_none(annotation))
+        setattr(section, key, value)
+
+
+def _check_range(key: str, value: Any, bound: Range, nullable: bool) -> None:
+    many = isinstance(value, list | Mapping)
+    numbers = list(value.values()) if isinstance(value, Mapping) else value if many else [value]
+    bad = [x for x in numbers if not (x is None or isinstance(x, str) or bound.holds(x))]
+    if not bad:
+        return
+    finite = "finite " if not all(math.isfinite(x) for x in bad) else ""
+    if many:
+        raise ConfigError(f"{key} must hold {finite}numbers {bound}, got {value!r}")
+    what = f"a finite number {bound}" if finite else str(bound)
+    raise ConfigError(f"{key} must be {what}{' or null' if nullable else ''}, got {value!r}")
+
+
+def _allows_none(annotation: Any) -> bool:
+    return annotation is type(None) or type(None) in typing.get_args(annotation)
 
 
 def _type_name(annotation: Any) -> str:
@@ -340,48 +468,17 @@ def _convert(value: Any, annotation: Any) -> tuple[bool, Any]:
     return isinstance(value, annotation), value
 
 
-LOSSES = ("ce", "dice", "lovasz")
-
-
-def _check_values(name: str, section: Any) -> None:
-    """Range checks the types alone can't express."""
-    if isinstance(section, TrainConfig):
-        for key in ("iters", "batch_size"):
-            if getattr(section, key) < 1:
-                raise ConfigError(f"train.{key} must be >= 1, got {getattr(section, key)}")
-        for key in ("workers", "warmup_iters", "val_interval", "ckpt_interval", "num_vis"):
-            if getattr(section, key) < 0:
-                raise ConfigError(f"train.{key} must be >= 0, got {getattr(section, key)}")
-        if section.lr <= 0:
-            raise ConfigError(f"train.lr must be > 0, got {section.lr}")
-        if section.log_interval < 1:
-            raise ConfigError(f"train.log_interval must be >= 1, got {section.log_interval}")
-        for loss in section.loss:
-            if loss not in LOSSES:
-                raise ConfigError(_unknown_key_message(loss, LOSSES, "train.loss"))
-        if not section.loss:
-            raise ConfigError("train.loss needs at least one term, e.g. {ce: 1.0}")
-        if len(section.betas) != 2:
-            raise ConfigError(f"train.betas must be two numbers, got {section.betas}")
-    if isinstance(section, EvalConfig):
-        for key in ("crop_size", "stride"):
-            value = getattr(section, key)
-            if value is not None and (len(value) != 2 or min(value) < 1):
-                raise ConfigError(f"eval.{key} must be [height, width] of positive ints: {value}")
-        if section.batch_size < 1:
-            raise ConfigError(f"eval.batch_size must be >= 1, got {section.batch_size}")
-        if not section.scales or min(section.scales) <= 0:
-            raise ConfigError(f"eval.scales must be positive numbers, got {section.scales}")
-
-
 __all__ = [
     "Config",
     "ConfigError",
+    "ConfigLoader",
     "EvalConfig",
     "OutputConfig",
+    "Range",
     "TrainConfig",
     "apply_overrides",
     "config_from_dict",
     "load_config",
+    "load_yaml",
     "merge",
 ]

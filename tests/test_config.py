@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from seg import registry
 from seg.config import ConfigError, config_from_dict, load_config
+from seg.data import build_dataset
+from seg.engine import losses
 from seg.models import build_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -70,19 +73,25 @@ def test_int_is_accepted_for_a_float():
 @pytest.mark.parametrize(
     "override, pattern",
     [
-        ("train.lrr=0.1", r"unknown key 'lrr' in 'train'; did you mean 'lr'\?"),
-        ("train.iter=5", r"unknown key 'iter' in 'train'; did you mean 'iters'\?"),
-        ("model.widht=0.5", r"unknown key 'widht' in model .*did you mean 'width'\?"),
-        ("data.sise=32", r"unknown key 'sise' in data .*did you mean 'size'\?"),
-        ("evl.mode=whole", r"unknown key 'evl' in the config; did you mean 'eval'\?"),
-        ("train.loss.dise=1.0", r"unknown key 'dise' in train.loss; did you mean 'dice'\?"),
-        ("model.name=segnett", r"model.name 'segnett' is not a model \(did you mean 'segnet'\?\)"),
+        ("train.lrr=0.1", r"^train: unknown key 'lrr'; did you mean 'lr'\? Choose one of: amp, "),
+        ("train.iter=5", r"train: unknown key 'iter'; did you mean 'iters'\?"),
+        ("model.widht=0.5", r"model: unknown key 'widht'; did you mean 'width'\?"),
+        ("data.sise=32", r"data: unknown key 'sise'; did you mean 'size'\?"),
+        ("evl.mode=whole", r"config: unknown section 'evl'; did you mean 'eval'\?"),
+        ("train.loss.dise=1.0", r"train.loss: unknown loss 'dise'; did you mean 'dice'\?"),
+        (
+            "model.name=segnett",
+            r"model.name: unknown model 'segnett'; did you mean 'segnet'\? "
+            r"Choose one of: deeplabv3plus, segnet$",
+        ),
+        ("data.name=vocc", r"data.name: unknown data set 'vocc'; did you mean 'voc'\?"),
+        ("model.name=null", r"model.name: no model given. Choose one of: deeplabv3plus, segnet"),
         ("train.iters=abc", r"train.iters must be int, got 'abc' \(str\)"),
         ("train.iters=2.5", r"train.iters must be int, got 2.5"),
         ("train.sync_bn=1", r"train.sync_bn must be bool, got 1"),
         ("train.amp=fp32", r"train.amp must be 'bf16' \| 'fp16' \| 'none'"),
         ("eval.crop_size=512", r"eval.crop_size must be list\[int\] or null"),
-        ("train.iters=0", r"train.iters must be >= 1"),
+        ("train.iters=0", r"train.iters must be >= 1, got 0"),
         ("train.lr", r"--set expects key=value"),
     ],
 )
@@ -140,3 +149,57 @@ def test_sliding_window_defaults_to_the_training_crop():
     assert cfg.eval.crop_size == [48, 64]
     assert config_from_dict(BASE, ["data.crop_size=40"]).eval.crop_size == [40, 40]
     assert config_from_dict(BASE, ["eval.crop_size=[8, 8]"]).eval.crop_size == [8, 8]
+
+
+# ---------------------------------------------------------------- one way to check a name
+
+
+def test_one_error_type_importable_from_config_and_registry():
+    assert ConfigError is registry.ConfigError and issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "section, bad, build",
+    [
+        ("model", {"widht": 0.5}, lambda cfg: build_model(cfg.model)),
+        ("model", {"name": "segnett"}, lambda cfg: build_model(cfg.model)),
+        ("data", {"sise": 32}, lambda cfg: build_dataset(cfg.data, "val")),
+        ("data", {"name": "vocc"}, lambda cfg: build_dataset(cfg.data, "val")),
+        ("data", {"crop_size": -4}, lambda cfg: build_dataset(cfg.data, "train")),
+    ],
+)
+def test_config_and_builders_say_the_same_thing(section, bad, build):
+    raw = {**BASE, section: {**BASE[section], **bad}}
+    with pytest.raises(ConfigError) as from_config:
+        config_from_dict(raw)
+    good = config_from_dict(BASE)
+    setattr(good, section, raw[section])  # what a builder gets when nobody checked first
+    with pytest.raises(ConfigError) as from_builder:
+        build(good)
+    assert str(from_builder.value) == str(from_config.value)
+
+
+def test_loss_names_are_checked_against_the_loss_registry(monkeypatch):
+    with pytest.raises(
+        ConfigError, match=r"^train.loss: unknown loss 'focal'\. Choose one of: ce,"
+    ):
+        config_from_dict(BASE, ["train.loss={ce: 1.0, focal: 0.5}"])
+    monkeypatch.setitem(losses.LOSSES, "focal", losses.cross_entropy)
+    cfg = config_from_dict(BASE, ["train.loss={ce: 1.0, focal: 0.5}"])
+    built = losses.build_losses(cfg.train, num_classes=8, ignore_index=255)
+    assert list(built) == ["ce", "focal"] and built["focal"][0] == 0.5
+
+
+def test_check_keys_suggests_only_close_names():
+    with pytest.raises(ConfigError, match=r"^x.y: unknown thing 'zzz'\. Choose one of: a, b$"):
+        registry.check_keys("x.y", ["a", "zzz"], {"b": 1, "a": 2}, what="thing")
+    with pytest.raises(ConfigError, match=r"^x: unknown key 3\. Choose one of: a$"):
+        registry.check_keys("x", {3: "int keys are never valid"}, ["a"])
+    registry.check_keys("x", [], ["a"])
+
+
+def test_config_error_puts_what_a_builder_raised_on_one_line_after_the_key():
+    raised = ValueError("2 validation errors for InitSchema\nmin_height\n  Input should be >= 1")
+    error = registry.config_error("data", raised)
+    assert isinstance(error, ConfigError)
+    assert str(error) == "data: 2 validation errors for InitSchema min_height Input should be >= 1"

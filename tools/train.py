@@ -9,6 +9,7 @@
 Writes to the work dir (default work_dirs/<config name>): config.yaml (the resolved
 config), train.log, tb/ (TensorBoard), last.pt, best.pt, metrics.json and metrics.md.
 Ctrl-C or SIGTERM finishes the step, saves last.pt and exits with 128 + the signal number.
+A config error (one line naming the key) exits with 2, missing data or divergence with 1.
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, overrides)
         result = train(cfg, resume=args.resume, device=args.device)
-    except (ConfigError, TrainingDiverged, FileNotFoundError) as error:
+    except ConfigError as error:  # a usage error, like argparse's own: exit 2
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (TrainingDiverged, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:

@@ -31,9 +31,14 @@ from seg.data.transforms import (
     IMAGENET_STD,
     build_train_transform,
     build_val_transform,
+    check_mean,
+    check_scale,
+    check_size,
+    check_std,
     denormalize,
 )
 from seg.data.voc import VOCSegmentation
+from seg.registry import ConfigError, check_keys, config_error
 
 __all__ = [
     "CAMVID_CLASSES",
@@ -53,6 +58,7 @@ __all__ = [
     "SyntheticShapes",
     "VOCSegmentation",
     "build_dataset",
+    "check_data_config",
     "dataset_options",
     "build_train_transform",
     "build_val_transform",
@@ -82,6 +88,20 @@ _DATASET_KEYS = {
     "synthetic": {"num_samples", "size", "num_classes", "seed"},
 }
 DATASETS = tuple(_DATASET_KEYS)
+# Keys a data set can't do without (a folder's root defaults to the working directory).
+_REQUIRED_KEYS = {
+    "voc": ("root",),
+    "cityscapes": ("root",),
+    "camvid": ("root",),
+    "folder": ("images", "masks", "classes"),
+}
+_TRANSFORM_CHECKS: dict[str, Callable[[Any, str], Any]] = {
+    "crop_size": check_size,
+    "resize": check_size,
+    "scale": check_scale,
+    "mean": check_mean,
+    "std": check_std,
+}
 _DEFAULT_CROP = {"voc": 512, "cityscapes": (512, 1024), "camvid": (360, 480)}
 _SYNTHETIC_SAMPLES = {"train": 1000, "val": 200, "test": 200}
 # Synthetic splits draw from disjoint seeds so val never repeats a training scene.
@@ -91,6 +111,31 @@ _SYNTHETIC_SEED_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
 def dataset_options(name: str) -> list[str]:
     """The config keys data set ``name`` accepts (``name`` and the transform keys included)."""
     return sorted(_COMMON_KEYS | _DATASET_KEYS[name])
+
+
+def check_data_config(cfg: Mapping[str, Any]) -> str:
+    """Check a data config without reading any file; return its data set name.
+
+    Checks ``name`` against `DATASETS`, every other key against `dataset_options`, that
+    the keys the data set can't do without are there, and the transform settings
+    (``crop_size``, ``resize``, ``scale``, ``mean``, ``std``; null = the default).
+
+    Raises:
+        ConfigError: naming the key (``data.name``, ``data.crop_size``, ...) and the fix.
+    """
+    name = cfg.get("name")
+    check_keys("data.name", [name], DATASETS, what="data set")
+    check_keys("data", cfg, dataset_options(name))
+    for key in _REQUIRED_KEYS.get(name, ()):
+        if key not in cfg:
+            raise ConfigError(
+                f"data.{key} is missing: the '{name}' data set needs it (data/README.md "
+                "says where each data set goes)"
+            )
+    for key, check in _TRANSFORM_CHECKS.items():
+        if cfg.get(key) is not None:
+            check(cfg[key], f"data.{key}")
+    return name
 
 
 def build_dataset(
@@ -103,45 +148,59 @@ def build_dataset(
     other splits `build_val_transform` (``mean``, ``std``, ``resize``). Folder paths
     (``images``, ``masks``) may contain ``{split}`` and are relative to ``root`` if given.
     Example: ``{"name": "voc", "root": "data", "train_split": "trainaug", "crop_size": 512}``.
+
+    Raises:
+        ConfigError: (a ValueError) a key or value `check_data_config` rejects, or one
+            the data set rejects (its message prefixed with ``data:``).
+        FileNotFoundError: the data set's files aren't where ``cfg`` says.
     """
-    cfg = dict(cfg)
-    name = cfg.get("name")
-    if name not in _DATASET_KEYS:
-        raise ValueError(f"unknown data set name {name!r}; valid names: {', '.join(DATASETS)}")
-    allowed = dataset_options(name)
-    unknown = sorted(set(cfg) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"unknown key(s) {unknown} in the '{name}' data config; valid keys: "
-            f"{', '.join(allowed)}"
-        )
-    if transform is None:
-        transform = _build_transform(cfg, name, split)
-    if name == "voc":
-        voc_split = cfg.get("train_split", "train") if split == "train" else split
-        return VOCSegmentation(_required(cfg, "root", name), voc_split, transform)
-    if name == "cityscapes":
-        return Cityscapes(_required(cfg, "root", name), split, transform)
-    if name == "camvid":
-        return CamVid(_required(cfg, "root", name), split, transform)
-    if name == "folder":
-        root = Path(cfg.get("root", "."))
-        images = root / str(_required(cfg, "images", name)).format(split=split)
-        masks = root / str(_required(cfg, "masks", name)).format(split=split)
-        return FolderDataset(
-            images,
-            masks,
-            classes=_required(cfg, "classes", name),
-            palette=cfg.get("palette"),
-            transform=transform,
-            ignore_color=cfg.get("ignore_color"),
-            mask_suffix=cfg.get("mask_suffix", ""),
-            ignore_index=int(cfg.get("ignore_index", IGNORE_INDEX)),
-        )
+    name = check_data_config(cfg)
+    try:
+        if transform is None:
+            transform = _build_transform(cfg, name, split)
+        return _DATASET_BUILDERS[name](cfg, split, transform)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:
+        context = f"data: the '{name}' data set ({split} split) can't be built from this config"
+        raise config_error(context, error) from error
+
+
+def _build_voc(cfg: Mapping[str, Any], split: str, transform: Callable) -> SegmentationDataset:
+    voc_split = cfg.get("train_split", "train") if split == "train" else split
+    return VOCSegmentation(cfg["root"], voc_split, transform)
+
+
+def _build_cityscapes(cfg: Mapping[str, Any], split: str, transform: Callable) -> Cityscapes:
+    return Cityscapes(cfg["root"], split, transform)
+
+
+def _build_camvid(cfg: Mapping[str, Any], split: str, transform: Callable) -> CamVid:
+    return CamVid(cfg["root"], split, transform)
+
+
+def _build_folder(cfg: Mapping[str, Any], split: str, transform: Callable) -> FolderDataset:
+    root = Path(cfg.get("root", "."))
+    return FolderDataset(
+        root / str(cfg["images"]).format(split=split),
+        root / str(cfg["masks"]).format(split=split),
+        classes=cfg["classes"],
+        palette=cfg.get("palette"),
+        transform=transform,
+        ignore_color=cfg.get("ignore_color"),
+        mask_suffix=cfg.get("mask_suffix", ""),
+        ignore_index=int(cfg.get("ignore_index", IGNORE_INDEX)),
+    )
+
+
+def _build_synthetic(cfg: Mapping[str, Any], split: str, transform: Callable) -> SyntheticShapes:
     num_samples = cfg.get("num_samples", _SYNTHETIC_SAMPLES)
     if isinstance(num_samples, Mapping):
         if split not in num_samples:
-            raise ValueError(f"synthetic num_samples has no entry for split '{split}'")
+            raise ConfigError(
+                f"data.num_samples has no entry for split '{split}': give one, e.g. "
+                f"{{{split}: 100}}, or one number for every split"
+            )
         num_samples = num_samples[split]
     return SyntheticShapes(
         int(num_samples),
@@ -152,25 +211,34 @@ def build_dataset(
     )
 
 
-def _required(cfg: Mapping[str, Any], key: str, name: str) -> Any:
-    if key not in cfg:
-        raise ValueError(f"the '{name}' data config needs the key '{key}'")
-    return cfg[key]
+_DATASET_BUILDERS: dict[str, Callable[..., SegmentationDataset]] = {
+    "voc": _build_voc,
+    "cityscapes": _build_cityscapes,
+    "camvid": _build_camvid,
+    "folder": _build_folder,
+    "synthetic": _build_synthetic,
+}
 
 
 def _build_transform(cfg: Mapping[str, Any], name: str, split: str) -> Callable:
-    mean = tuple(cfg.get("mean", IMAGENET_MEAN))
-    std = tuple(cfg.get("std", IMAGENET_STD))
+    mean = _get(cfg, "mean", IMAGENET_MEAN)
+    std = _get(cfg, "std", IMAGENET_STD)
     if split != "train":
         return build_val_transform(mean, std, resize=cfg.get("resize"))
     crop_size = cfg.get("crop_size")
     if crop_size is None:
         crop_size = int(cfg.get("size", 128)) if name == "synthetic" else _DEFAULT_CROP.get(name)
     if crop_size is None:
-        raise ValueError(
-            "the train split of a 'folder' data set needs 'crop_size' (int or [height, width]) "
-            "in its data config, so that training crops share one size"
+        raise ConfigError(
+            "data.crop_size is missing: the train split of a 'folder' data set needs it (an "
+            "int or [height, width]), so that training crops share one size"
         )
-    scale = tuple(cfg.get("scale", (0.5, 2.0)))
+    scale = _get(cfg, "scale", (0.5, 2.0))
     ignore_index = int(cfg.get("ignore_index", IGNORE_INDEX))
     return build_train_transform(crop_size, scale, mean, std, ignore_index=ignore_index)
+
+
+def _get(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
+    """``cfg[key]``, or ``default`` when the key is missing or null."""
+    value = cfg.get(key)
+    return default if value is None else value

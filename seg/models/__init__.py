@@ -20,10 +20,13 @@ switches to dynamic shapes after the second size it sees.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 
 from seg.ops import DOWNS, UPS
+from seg.registry import ConfigError, check_keys, config_error
 
 from .deeplab import DeepLabV3Plus
 from .segnet import SegNet
@@ -49,7 +52,31 @@ def model_options(name: str) -> list[str]:
     return sorted(keys | _pool_option_names())
 
 
-def build_model(cfg: dict) -> nn.Module:
+def check_model_config(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Check a model config without building it: the model's registry name and its kwargs.
+
+    Checks ``name`` against `MODELS` (any case), every other key against
+    `model_options`, and that ``num_classes`` is an int >= 1. The values of the other
+    options are the model's to check, when `build_model` builds it.
+
+    Raises:
+        ConfigError: naming the key (``model.name``, ``model.num_classes``, ...) and the fix.
+    """
+    kwargs = dict(cfg)
+    name = kwargs.pop("name", None)
+    key = name.lower() if isinstance(name, str) else name
+    check_keys("model.name", [key], MODELS, what="model")
+    check_keys("model", kwargs, model_options(key))
+    num_classes = kwargs.get("num_classes")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(
+            f"model.num_classes must be an int >= 1 (the number of classes, as the data set "
+            f"has them), got {num_classes!r}"
+        )
+    return key, kwargs
+
+
+def build_model(cfg: Mapping[str, Any]) -> nn.Module:
     """Build a model from a config dictionary.
 
     Args:
@@ -57,25 +84,23 @@ def build_model(cfg: dict) -> nn.Module:
             other key is a keyword argument of the model class (pool options such as
             ``predictor`` included).
     Raises:
-        ValueError: missing or unknown ``name``, unknown keys (the message lists the
-            valid ones), or a value the model rejects.
+        ConfigError: (a ValueError) missing or unknown ``name``, unknown keys (the message
+            suggests the closest and lists the valid ones), or a value the model rejects.
     """
-    cfg = dict(cfg)
-    name = cfg.pop("name", None)
-    if name is None:
-        raise ValueError(f"model config needs a 'name': one of {sorted(MODELS)}")
-    key = str(name).lower()
-    if key not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    if "num_classes" not in cfg:
-        raise ValueError(f"model config for {name!r} needs 'num_classes'")
-    valid = model_options(key)
-    unknown = sorted(set(cfg) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"unknown key(s) {unknown} in the {name!r} model config; valid keys: {', '.join(valid)}"
-        )
-    return MODELS[key](**cfg)
+    key, kwargs = check_model_config(cfg)
+    try:
+        return MODELS[key](**kwargs)
+    except (TypeError, ValueError) as error:
+        raise config_error(
+            f"model: a {key} model can't be built from this config", error
+        ) from error
 
 
-__all__ = ["MODELS", "DeepLabV3Plus", "SegNet", "build_model", "model_options"]
+__all__ = [
+    "MODELS",
+    "DeepLabV3Plus",
+    "SegNet",
+    "build_model",
+    "check_model_config",
+    "model_options",
+]

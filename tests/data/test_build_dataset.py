@@ -5,30 +5,84 @@ import pytest
 import torch
 from PIL import Image
 
+from seg.config import ConfigError
 from seg.data import (
     Cityscapes,
     FolderDataset,
     SyntheticShapes,
     VOCSegmentation,
     build_dataset,
+    build_train_transform,
+    build_val_transform,
     colorize,
     voc_palette,
 )
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match="voc, cityscapes, camvid, folder, synthetic"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^data.name: unknown data set 'coco'.* Choose one of: camvid, cityscapes, folder, "
+        r"synthetic, voc$",
+    ):
         build_dataset({"name": "coco"}, "train")
 
 
 def test_unknown_key_is_named():
-    with pytest.raises(ValueError, match=r"\['rooot'\]"):
+    with pytest.raises(ConfigError, match=r"^data: unknown key 'rooot'; did you mean 'root'\?"):
         build_dataset({"name": "voc", "rooot": "x"}, "train")
 
 
 def test_missing_required_key():
-    with pytest.raises(ValueError, match="'root'"):
+    with pytest.raises(ConfigError, match=r"^data.root is missing: the 'cityscapes' data set"):
         build_dataset({"name": "cityscapes"}, "val")
+    with pytest.raises(ConfigError, match=r"^data.classes is missing: the 'folder' data set"):
+        build_dataset({"name": "folder", "images": "i", "masks": "m"}, "val")
+
+
+@pytest.mark.parametrize(
+    "key, value, split",
+    [
+        ("crop_size", -4, "train"),
+        ("crop_size", 0, "train"),
+        ("crop_size", [32], "train"),
+        ("crop_size", 4.5, "train"),
+        ("crop_size", "ab", "train"),
+        ("crop_size", True, "train"),
+        ("resize", -3, "val"),
+        ("scale", [2.0, 1.0], "train"),
+        ("scale", [0.5, float("inf")], "train"),
+        ("mean", [0.5], "val"),
+        ("mean", [123.675, 116.28, 103.53], "val"),
+        ("std", [0.0, 0.0, 0.0], "val"),
+        ("std", [58.395, 57.12, 57.375], "train"),
+    ],
+)
+def test_transform_settings_are_checked_and_named(key, value, split):
+    # Before: albumentations' pydantic errors ("2 validation errors for InitSchema...
+    # min_height"), a TypeError, or nothing at all (a mean of one number broadcast).
+    cfg = {"name": "synthetic", "num_samples": 2, key: value}
+    with pytest.raises(ConfigError, match=rf"^data\.{key} must be ") as error:
+        build_dataset(cfg, split)
+    assert "\n" not in str(error.value)
+
+
+def test_transforms_name_their_own_arguments():
+    with pytest.raises(ConfigError, match=r"^crop_size must be an int >= 1"):
+        build_train_transform(-4)
+    with pytest.raises(ConfigError, match=r"^resize must be an int >= 1"):
+        build_val_transform(resize=(0, 8))
+    with pytest.raises(ConfigError, match=r"^std must be 3 numbers in \(0, 1\]"):
+        build_val_transform(std=(0.2, 0.2))
+
+
+def test_what_a_data_set_rejects_is_a_one_line_config_error():
+    with pytest.raises(
+        ConfigError, match=r"^data: the 'synthetic' data set \(val split\) can't be built .*2..10"
+    ):
+        build_dataset({"name": "synthetic", "num_classes": 0}, "val")
+    with pytest.raises(ConfigError, match=r"^data.num_samples has no entry for split 'test'"):
+        build_dataset({"name": "synthetic", "num_samples": {"train": 2}}, "test")
 
 
 def test_synthetic_train_and_val_differ_and_train_is_augmented():
@@ -72,7 +126,7 @@ def test_folder_with_split_placeholder(tmp_path):
     val = build_dataset(cfg, "val")
     assert isinstance(val, FolderDataset) and val.images_dir == tmp_path / "val" / "img"
     assert (val[0][1] == 1).all()
-    with pytest.raises(ValueError, match="crop_size"):
+    with pytest.raises(ConfigError, match=r"^data.crop_size is missing: the train split"):
         build_dataset(cfg, "train")
     assert build_dataset({**cfg, "crop_size": 8}, "train")[0][0].shape == (3, 8, 8)
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from model_helpers import randomize_batch_norm_stats, randomize_lift_predictors
 
+from seg.config import ConfigError
 from seg.models import DeepLabV3Plus, SegNet, build_model
 from seg.ops import set_lift_regularization, valid_pairs
 
@@ -40,14 +41,25 @@ def test_build_model_from_config():
 
 
 def test_build_model_rejects_unknown_names_and_keys():
-    with pytest.raises(ValueError, match=r"deeplabv3plus.*segnet"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^model.name: unknown model 'unet'.* Choose one of: deeplabv3plus, segnet$",
+    ):
         build_model({"name": "unet", "num_classes": 2})
-    with pytest.raises(ValueError, match=r"\['widht'\].*width"):
+    with pytest.raises(ConfigError, match=r"^model: unknown key 'widht'; did you mean 'width'\?"):
         build_model({"name": "segnet", "num_classes": 2, "widht": 0.5})
-    with pytest.raises(ValueError, match="num_classes"):
+    with pytest.raises(ConfigError, match=r"^model.num_classes must be an int >= 1 .*got None$"):
         build_model({"name": "segnet"})
-    with pytest.raises(ValueError, match="name"):
+    with pytest.raises(ConfigError, match=r"^model.name: no model given\. Choose one of"):
         build_model({"num_classes": 2})
+
+
+def test_build_model_reports_what_the_model_rejects_as_a_config_error():
+    # The model's own ValueError / TypeError, prefixed with the section, on one line.
+    with pytest.raises(ConfigError, match=r"^model: a segnet model can't be built .*depth"):
+        build_model({"name": "segnet", "num_classes": 2, "depth": 9})
+    with pytest.raises(ConfigError, match=r"^model: a segnet model can't be built .*Valid pairs"):
+        build_model({"name": "segnet", "num_classes": 2, "down": "max", "up": "lift"})
 
 
 # --------------------------------------------------------------------------- state dicts

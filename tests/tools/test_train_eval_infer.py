@@ -171,10 +171,10 @@ def test_sigterm_saves_and_says_how_to_resume(tmp_path):
 
 
 @pytest.mark.slow
-def test_config_errors_exit_1_with_the_message(tmp_path):
+def test_config_errors_exit_2_and_missing_data_1_with_the_message(tmp_path):
     result = run_tool("tools/train.py", CONFIG, "--set", "train.lrr=0.1", check=False)
-    assert result.returncode == 1
-    assert "unknown key 'lrr' in 'train'; did you mean 'lr'?" in result.stderr
+    assert result.returncode == 2
+    assert "train: unknown key 'lrr'; did you mean 'lr'?" in result.stderr
     assert "Traceback" not in result.stderr
     voc = ROOT / "configs" / "segnet_vgg16-lift-lift_voc12aug-512x512_20k.yaml"
     missing = run_tool(
