@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import tempfile
 from pathlib import Path
 
 from seg.config import ConfigError
 from seg.data import build_dataset, build_val_transform
 from seg.engine import evaluate, format_table, load_for_inference
+from seg.engine.cli import EXPECTED_ERRORS, fail
 from seg.engine.distributed import cleanup, init_distributed
 from seg.engine.evaluator import json_ready
 from seg.engine.runtime import autocast_dtype
@@ -45,13 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in (("split", args.split), ("mode", args.mode), ("tta", args.tta)):
         if value is not None:
             overrides.append(f"eval.{key}={value}")
+    dist_info = None
     try:
         dist_info = init_distributed(args.device)
         model, cfg, meta = load_for_inference(
             args.checkpoint, tuple(overrides), dist_info.device, config=args.config
         )
+        out = Path(args.out or Path(args.checkpoint).parent / f"eval_{cfg.eval.split}")
+        if dist_info.is_main:
+            check_writable(out)  # before the work, not after it
         transform = build_val_transform(meta["mean"], meta["std"])
         dataset = build_dataset(cfg.data, cfg.eval.split, transform=transform)
+        check_agreement(model, meta, dataset, cfg)
         result = evaluate(
             model,
             dataset,
@@ -64,21 +70,52 @@ def main(argv: list[str] | None = None) -> int:
             amp_dtype=autocast_dtype(cfg.train, dist_info.device),
             progress=True,
         )
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except EXPECTED_ERRORS as error:
+        return fail(error)
     finally:
         cleanup()
-    if dist_info.is_main:
-        out = Path(args.out or Path(args.checkpoint).parent / f"eval_{cfg.eval.split}")
+    if not dist_info.is_main:
+        return 0
+    table = format_table(result.metrics)
+    print(table)
+    try:
         out.mkdir(parents=True, exist_ok=True)
         metrics = {"checkpoint": str(args.checkpoint), "split": cfg.eval.split, **result.metrics}
         (out / "metrics.json").write_text(json.dumps(json_ready(metrics), indent=2))
-        table = format_table(result.metrics)
         (out / "metrics.md").write_text(table + "\n")
-        print(table)
-        print(f"\nwrote {out / 'metrics.json'} and {out / 'metrics.md'}")
+    except OSError as error:
+        return fail(error)
+    print(f"\nwrote {out / 'metrics.json'} and {out / 'metrics.md'}")
     return 0
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and prove a file can be written there (OSError naming it if not)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise OSError(
+            f"cannot write the results to {folder} ({error.strerror or error}): "
+            "choose another --out"
+        ) from error
+
+
+def check_agreement(model, meta: dict, dataset, cfg) -> None:
+    """The checkpoint's model, its class names and the data set agree on what they score."""
+    outputs = model.num_classes
+    if not (dataset.num_classes == len(meta["classes"]) == outputs):
+        raise ConfigError(
+            f"the checkpoint's model predicts {outputs} classes ({len(meta['classes'])} "
+            f"names), but the '{cfg.data.get('name')}' data set has {dataset.num_classes}: "
+            "evaluate it on the data set it was trained for (--config with that data)"
+        )
+    if dataset.ignore_index != meta["ignore_index"]:
+        raise ConfigError(
+            f"the data set ignores label {dataset.ignore_index}, the checkpoint's "
+            f"{meta['ignore_index']}: use the same data.ignore_index"
+        )
 
 
 if __name__ == "__main__":

@@ -4,17 +4,24 @@
     python tools/infer.py work_dirs/RUN/best.pt images/ --out preds/ --overlay
     python tools/infer.py work_dirs/RUN/best.pt "shots/*.png" --tta flip --mode slide
 
-For each image NAME.ext it writes OUT/NAME.png, a palette PNG whose pixel values are class
-indices at the image's own size (colours: the data set's palette), and with --overlay
-OUT/overlays/NAME.jpg, the image blended with the colourised prediction. An unreadable
-image is reported by name and skipped; the exit code is 1 if any image failed.
+For each image it writes OUT/NAME.png, a palette PNG whose pixel values are class indices at
+the image's own size (colours: the data set's palette), and with --overlay
+OUT/overlays/NAME.jpg, the image blended with the colourised prediction. NAME is the image's
+path relative to the input folder (or to the common folder of a glob's matches), so images
+of the same name in different folders stay apart; x.jpg beside x.png become x_jpg / x_png.
+An output folder that would write over an input image (or is the input folder) is refused.
+Images are read as a viewer shows them (EXIF orientation applied, 16-bit and float images
+scaled, not clipped). An unreadable image is reported by name and skipped; the exit code is
+1 if any image failed, 2 for a usage error.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +32,7 @@ from seg.config import ConfigError
 from seg.data import build_val_transform
 from seg.data.base import IMAGE_EXTENSIONS, read_image
 from seg.engine import load_for_inference, predict
+from seg.engine.cli import EXPECTED_ERRORS, fail
 from seg.engine.visualize import overlay, save_label_png
 
 
@@ -37,6 +45,49 @@ def find_images(spec: str) -> list[Path]:
         return [path]
     matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
     return [p for p in matches if p.is_file()]
+
+
+def plan_outputs(paths: list[Path], spec: str, out: Path) -> dict[Path, Path]:
+    """Each input's output stem under ``out``: its path relative to the input folder (or to
+    the inputs' common folder), so ``a/x.png`` and ``b/x.png`` stay apart; inputs that still
+    share a stem (``x.jpg``, ``x.png``) keep their extension in the name (``x_jpg``)."""
+    base = (
+        Path(spec) if Path(spec).is_dir() else Path(os.path.commonpath([p.parent for p in paths]))
+    )
+    stems = [p.relative_to(base).with_suffix("") for p in paths]
+    counts = Counter(stems)
+    return {
+        path: out
+        / (stem if counts[stem] == 1 else stem.with_name(f"{stem.name}_{path.suffix[1:]}"))
+        for path, stem in zip(paths, stems)
+    }
+
+
+def label_path(stem: Path) -> Path:
+    return stem.parent / f"{stem.name}.png"  # not with_suffix: "img.v2" keeps its ".v2"
+
+
+def overlay_path(stem: Path, out: Path) -> Path:
+    return out / "overlays" / stem.relative_to(out).parent / f"{stem.name}.jpg"
+
+
+def check_outputs(plan: dict[Path, Path], spec: str, out: Path, overlays: bool) -> None:
+    """Refuse an output folder that would write over an input or mix results with them."""
+    inputs = {p.resolve() for p in plan}
+    if Path(spec).is_dir() and out.resolve() == Path(spec).resolve():
+        raise ConfigError(
+            f"--out {out} is the input folder: label PNGs would mix with (or replace) the "
+            "images there; choose another --out"
+        )
+    for stem in plan.values():
+        targets = [label_path(stem)]
+        if overlays:
+            targets.append(overlay_path(stem, out))
+        clash = [t for t in targets if t.resolve() in inputs]
+        if clash:
+            raise ConfigError(
+                f"writing {clash[0]} would overwrite an input image; choose another --out"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,23 +111,22 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in (("mode", args.mode), ("tta", args.tta)):
         if value is not None:
             overrides.append(f"eval.{key}={value}")
+    out = Path(args.out)
     try:
+        paths = find_images(args.input)
+        if not paths:
+            raise FileNotFoundError(f"no images found at {args.input!r}")
+        plan = plan_outputs(paths, args.input, out)
+        check_outputs(plan, args.input, out, args.overlay)
         model, cfg, meta = load_for_inference(args.checkpoint, tuple(overrides), device)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    paths = find_images(args.input)
-    if not paths:
-        print(f"error: no images found at {args.input!r}", file=sys.stderr)
-        return 1
+    except EXPECTED_ERRORS as error:
+        return fail(error)
     transform = build_val_transform(meta["mean"], meta["std"])
     palette = np.asarray(meta["palette"], dtype=np.uint8)
-    out = Path(args.out)
     failed: list[str] = []
-    written = 0
+    written: set[Path] = set()
 
     def run(batch: list[tuple[Path, np.ndarray]]) -> None:
-        nonlocal written
         images = torch.stack([transform(image=image)["image"] for _, image in batch]).to(device)
         probs = predict(
             model,
@@ -90,12 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         labels = probs.argmax(dim=1).cpu().numpy()
         for (path, image), label in zip(batch, labels):
-            save_label_png(out / f"{path.stem}.png", label, palette)
+            target = label_path(plan[path])
+            save_label_png(target, label, palette)
+            written.add(target)
             if args.overlay:
-                (out / "overlays").mkdir(parents=True, exist_ok=True)
-                blend = overlay(image, label, palette)
-                Image.fromarray(blend).save(out / "overlays" / f"{path.stem}.jpg", quality=92)
-            written += 1
+                blend_path = overlay_path(plan[path], out)
+                blend_path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(overlay(image, label, palette)).save(blend_path, quality=92)
 
     batch: list[tuple[Path, np.ndarray]] = []
     for path in paths:
@@ -111,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         batch.append((path, image))
     if batch:
         run(batch)
-    print(f"wrote {written} label PNG(s) to {out}" + (" (+ overlays/)" if args.overlay else ""))
+    print(
+        f"wrote {len(written)} label PNG(s) to {out}" + (" (+ overlays/)" if args.overlay else "")
+    )
     if failed:
         print(f"{len(failed)} image(s) could not be read: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -9,7 +9,9 @@
 Writes to the work dir (default work_dirs/<config name>): config.yaml (the resolved
 config), train.log, tb/ (TensorBoard), last.pt, best.pt, metrics.json and metrics.md.
 Ctrl-C or SIGTERM finishes the step, saves last.pt and exits with 128 + the signal number.
-A config error (one line naming the key) exits with 2, missing data or divergence with 1.
+A work dir that already holds a run is refused: continue it with --resume, or replace it
+with --force. A config error (one line naming the key) exits with 2, missing data or
+divergence with 1 (SEG_DEBUG=1 shows the traceback).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from seg.config import ConfigError, load_config
-from seg.engine import TrainingDiverged, train
+from seg.config import load_config
+from seg.engine import train
+from seg.engine.cli import EXPECTED_ERRORS, fail
 from seg.engine.distributed import cleanup
 
 
@@ -45,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CKPT",
         help="continue from CKPT, or without a value from WORK_DIR/last.pt",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="start a new run in a work dir that holds one, replacing its checkpoints/metrics",
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
     args = parser.parse_args(argv)
     overrides = list(args.set)
@@ -52,13 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"output.work_dir={args.work_dir}")
     try:
         cfg = load_config(args.config, overrides)
-        result = train(cfg, resume=args.resume, device=args.device)
-    except ConfigError as error:  # a usage error, like argparse's own: exit 2
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (TrainingDiverged, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        result = train(cfg, resume=args.resume, device=args.device, force=args.force)
+    except KeyboardInterrupt as error:  # a second Ctrl-C/SIGTERM: the last checkpoint stays
+        print(
+            f"aborted ({error or 'interrupt'}); the last checkpoint on disk stays", file=sys.stderr
+        )
+        return 130
+    except EXPECTED_ERRORS as error:
+        return fail(error)
     finally:
         cleanup()
     if "interrupted" in result:

@@ -194,6 +194,8 @@ def _build_folder(cfg: Mapping[str, Any], split: str, transform: Callable) -> Fo
 
 
 def _build_synthetic(cfg: Mapping[str, Any], split: str, transform: Callable) -> SyntheticShapes:
+    # Each split has its own scenes; any other name would silently get the training ones.
+    check_keys("split", [split], _SYNTHETIC_SEED_OFFSET, what="synthetic split")
     num_samples = cfg.get("num_samples", _SYNTHETIC_SAMPLES)
     if isinstance(num_samples, Mapping):
         if split not in num_samples:
@@ -206,7 +208,7 @@ def _build_synthetic(cfg: Mapping[str, Any], split: str, transform: Callable) ->
         int(num_samples),
         size=int(cfg.get("size", 128)),
         num_classes=int(cfg.get("num_classes", 8)),
-        seed=int(cfg.get("seed", 0)) + _SYNTHETIC_SEED_OFFSET.get(split, 0),
+        seed=int(cfg.get("seed", 0)) + _SYNTHETIC_SEED_OFFSET[split],
         transform=transform,
     )
 

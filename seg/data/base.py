@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 IGNORE_INDEX = 255
 DATA_README = "data/README.md"
@@ -63,20 +63,54 @@ def missing_files_error(missing: Sequence[Path], what: str = "mask") -> FileNotF
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Read an image file as ``[H, W, 3]`` uint8 RGB (grayscale is expanded, alpha dropped).
+    """Read an image file as ``[H, W, 3]`` uint8 RGB, as a viewer shows it.
 
-    A truncated or corrupt file is a ValueError naming it, never a partly grey picture.
+    The EXIF orientation is applied (a phone's portrait JPEG comes out upright, as its mask
+    was drawn); grayscale is expanded and alpha dropped; 16-bit and 32-bit integer images
+    are scaled from their full range (0-65535) and float images from [0, 1] to 0-255, never
+    clipped. A truncated or corrupt file, or a float image outside [0, 1], is a ValueError
+    naming it, never a partly grey or white picture.
     """
     try:
         with Image.open(path) as pil:
             pil.load()  # decodes everything now: truncated data raises instead of padding grey
-            if pil.mode != "RGB":
-                pil = pil.convert("RGB")
-            return np.asarray(pil, dtype=np.uint8).copy()
+            pil = ImageOps.exif_transpose(pil)
+            mode = pil.mode
+            if mode in _WIDE_MODES:
+                values = np.asarray(pil, dtype=np.float64)
+            else:
+                rgb = np.asarray(pil if mode == "RGB" else pil.convert("RGB"), dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(
             f"cannot read image {path} (missing, truncated or not an image: {error})"
         ) from error
+    if mode in _WIDE_MODES:
+        return _scaled_to_uint8(values, mode, path)
+    return rgb.copy()
+
+
+# Single-channel modes wider than 8 bits: PIL's convert("RGB") would clip them to 0/255.
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def _scaled_to_uint8(values: np.ndarray, mode: str, path: Path) -> np.ndarray:
+    if mode == "F":
+        if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+            raise ValueError(
+                f"cannot read image {path}: a float image must hold values in [0, 1], this one "
+                f"spans [{np.nanmin(values):.4g}, {np.nanmax(values):.4g}]; rescale it to 0-1 "
+                "(or save it as an 8- or 16-bit image)"
+            )
+        scaled = values * 255.0
+    else:
+        if values.min() < 0 or values.max() > 65535:
+            raise ValueError(
+                f"cannot read image {path}: integer values beyond 16 bits "
+                f"([{values.min():.0f}, {values.max():.0f}]); save it as an 8- or 16-bit image"
+            )
+        scaled = values * (255.0 / 65535.0)
+    grey = np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
 
 
 # PNG modes whose pixel values are class indices (LA: the L channel; alpha is ignored).

@@ -52,10 +52,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
-        raise ValueError(
+        raise CheckpointError(
             f"cannot load checkpoint {path} ({type(error).__name__}: {error}); "
             "it may be truncated or not a liftseg checkpoint"
         ) from error
+
+
+class CheckpointError(ValueError):
+    """A file that is not a (readable) liftseg checkpoint; the message says what it is."""
+
+
+_REQUIRED = ("model", "config", "meta")
 
 
 def load_for_inference(
@@ -67,16 +74,67 @@ def load_for_inference(
     """The model of a checkpoint, in eval mode on ``device``, with its config and metadata.
 
     ``config``: a YAML file to use instead of the stored config (data paths, eval
-    settings); the model is always built as the checkpoint's weights were trained.
+    settings); the model is always built as the checkpoint's weights were trained, without
+    fetching its encoder's pretrained weights (the checkpoint holds every weight). A bare
+    ``state_dict`` loads too when ``config`` says what it is (model and data set).
     """
     state = load_checkpoint(path)
+    if _is_state_dict(state) and config is not None:
+        return _load_bare_weights(state, path, overrides, device, config)
+    _check_liftseg(state, path)
     if config is not None:
         cfg = load_config(config, overrides)
     else:
         cfg = config_from_dict(state["config"], overrides)
-    model = build_model(state["config"]["model"])
+    model = build_model(without_pretrained(state["config"]["model"]))
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg, state["meta"]
+
+
+def without_pretrained(model_cfg: dict) -> dict:
+    """``model_cfg`` with no encoder weights to fetch: they are about to be overwritten."""
+    return {**model_cfg, "encoder_weights": None} if "encoder_weights" in model_cfg else model_cfg
+
+
+def _is_state_dict(state: Any) -> bool:
+    return (
+        isinstance(state, dict)
+        and bool(state)
+        and all(isinstance(v, torch.Tensor) for v in state.values())
+    )
+
+
+def _check_liftseg(state: Any, path: str | Path) -> None:
+    if isinstance(state, dict) and all(key in state for key in _REQUIRED):
+        return
+    if _is_state_dict(state):
+        what = f"a bare state_dict ({len(state)} tensors), not a liftseg checkpoint"
+        fix = "pass --config CONFIG (the model and data set it was trained with) to load it"
+    else:
+        kind = (
+            f"a dict with keys {sorted(map(str, state))[:8]}"
+            if isinstance(state, dict)
+            else f"a {type(state).__name__}"
+        )
+        what = f"{kind}, not a liftseg checkpoint"
+        fix = "give a last.pt / best.pt written by tools/train.py"
+    raise CheckpointError(f"{path} holds {what} (one has keys {', '.join(_REQUIRED)}, ...): {fix}")
+
+
+def _load_bare_weights(state, path, overrides, device, config) -> tuple[nn.Module, Config, dict]:
+    from seg.data import build_dataset
+
+    cfg = load_config(config, overrides)
+    model = build_model(without_pretrained(cfg.model))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"the weights in {path} do not fit the model of {config}: "
+            f"{' '.join(str(error).split())[:400]}"
+        ) from error
+    meta = data_meta(build_dataset(cfg.data, cfg.eval.split), cfg.data)
+    return model.to(device).eval(), cfg, meta
 
 
 def data_meta(dataset, data_cfg: dict) -> dict:

@@ -47,6 +47,12 @@ def slide_logits(
     stride_h, stride_w = _pair(stride)
     if stride_h < 1 or stride_w < 1:
         raise ValueError(f"slide stride must be positive, got {(stride_h, stride_w)}")
+    if stride_h > crop_h or stride_w > crop_w:
+        raise ValueError(
+            f"slide stride {(stride_h, stride_w)} is larger than the window "
+            f"{(crop_h, crop_w)}: pixels between windows would get no prediction; use "
+            "eval.stride <= eval.crop_size"
+        )
     height, width = images.shape[-2:]
     total = None
     count = images.new_zeros(1, 1, height, width)
@@ -58,6 +64,8 @@ def slide_logits(
                 total = logits.new_zeros(images.shape[0], logits.shape[1], height, width)
             total[..., top:bottom, left:right] += logits
             count[..., top:bottom, left:right] += 1
+    if not bool((count > 0).all()):  # never score a pixel no window predicted
+        raise RuntimeError("slide inference left pixels without a prediction")
     return total / count
 
 
