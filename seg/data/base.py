@@ -10,6 +10,9 @@ convention) or, without one, through the default validation transform, giving a 
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +114,36 @@ def _scaled_to_uint8(values: np.ndarray, mode: str, path: Path) -> np.ndarray:
         scaled = values * (255.0 / 65535.0)
     grey = np.clip(np.round(scaled), 0, 255).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=2)
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+def jpeg_decoder_warnings(path: Path) -> list[str]:
+    """What libjpeg says while decoding ``path`` in full ("Corrupt JPEG data: ...").
+
+    A JPEG with damaged entropy data still decodes (into a picture with garbage blocks):
+    its decoder's warnings are the only sign. libjpeg writes them to the process's stderr,
+    so this captures file descriptor 2 around one OpenCV decode (serialised by a lock).
+    """
+    import cv2
+
+    data = np.frombuffer(Path(path).read_bytes(), dtype=np.uint8)
+    with _STDERR_LOCK, tempfile.TemporaryFile(mode="w+b") as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(captured.fileno(), 2)
+            decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        text = captured.read().decode("utf-8", "replace")
+    lines = [line.strip() for line in text.splitlines() if "JPEG" in line or "jpeg" in line]
+    if decoded is None:
+        lines.append("the decoder could not read it")
+    return lines
 
 
 # PNG modes whose pixel values are class indices (LA: the L channel; alpha is ignored).

@@ -17,6 +17,7 @@ import numpy as np
 from seg.data.base import (
     IGNORE_INDEX,
     Sample,
+    jpeg_decoder_warnings,
     read_image,
     read_index_mask,
     read_label_png,
@@ -266,6 +267,12 @@ def _check_samples(
             image = read_image(sample.image_path)
         except ValueError as error:
             problems.append(f"{split}: {error}")
+        if image is not None and sample.image_path.suffix.lower() in (".jpg", ".jpeg"):
+            warnings = jpeg_decoder_warnings(sample.image_path)
+            if warnings:
+                problems.append(
+                    f"{split}: {sample.image_path}: damaged JPEG ({'; '.join(warnings)})"
+                )
         try:
             mask, bad_labels = read_mask(sample.mask_path)
             if bad_labels:

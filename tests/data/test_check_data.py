@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from seg.data.base import read_image
 from seg.data.check import check_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -197,3 +198,21 @@ def test_equal_channel_rgb_and_la_masks_are_index_masks(tmp_path):
     report = check_dataset("folder", tmp_path, "img", "lbl", num_classes=3)
     assert report.ok, report.format()
     assert report.labels_seen == {1, 2}
+
+
+def test_a_damaged_but_decodable_jpeg_is_named(make_voc):
+    root, _ = make_voc()
+    jpeg = root / "VOCdevkit" / "VOC2012" / "JPEGImages" / "2007_000002.jpg"
+    noise = np.random.default_rng(0).integers(0, 256, (*read_image(jpeg).shape[:2], 3))
+    Image.fromarray(noise.astype(np.uint8)).save(jpeg, quality=95)  # a long entropy-coded scan
+    assert check_dataset("voc", root).ok
+    data = bytearray(jpeg.read_bytes())
+    for index in range(len(data) // 2, len(data) // 2 + 40, 3):  # flipped bytes mid-scan
+        data[index] ^= 0xFF
+    jpeg.write_bytes(bytes(data))
+    read_image(jpeg)  # still decodes: only the decoder's warnings tell
+    report = check_dataset("voc", root)
+    assert [p for p in report.problems if "damaged JPEG" in p] == [
+        p for p in report.problems if "2007_000002.jpg" in p
+    ]
+    assert len(report.problems) == 1 and "Corrupt JPEG data" in report.problems[0]
