@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from seg.data import build_dataset, colorize
-from seg.engine import load_for_inference
+from seg.data import build_dataset
+from seg.engine.checkpoint import load_for_inference
+from seg.engine.visualize import comparison_row, one_above_another, side_by_side
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "synthetic.yaml"
@@ -83,12 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, image, truth in scenes:
         prediction = np.asarray(Image.open(out / "predictions" / f"{name}.png"))
         blend = np.asarray(Image.open(out / "predictions" / "overlays" / f"{name}.jpg"))
-        gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
-        row = [image, gap, colorize(truth, test_set.palette), gap]
-        row += [colorize(prediction, test_set.palette), gap, blend]
-        rows.append(np.concatenate(row, axis=1))
-        rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
-    Image.fromarray(np.concatenate(rows[:-1], axis=0)).save(out / "demo_predictions.png")
+        row = comparison_row(image, truth, [prediction], test_set.palette, test_set.ignore_index)
+        rows.append(side_by_side([row, blend]))
+    Image.fromarray(one_above_another(rows)).save(out / "demo_predictions.png")
 
     print("\nComparison (validation split, seed 0):")
     print((out / "compare" / "results.md").read_text())
