@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +12,6 @@ import yaml
 from PIL import Image
 
 from seg.engine import load_checkpoint
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
-
-import compare  # noqa: E402
 
 VARIANTS = [
     ["--variant", "lift/lift", "model.down=lift", "model.up=lift"],
@@ -144,36 +137,15 @@ def test_variants_must_share_a_budget_and_a_test_set(tiny_config, tmp_path, comp
     assert "not scored on the same data" in done.stderr and "b: test split" in done.stderr
 
 
-def test_a_study_file_names_its_variants_and_rejects_unknown_keys(tmp_path, tiny_config):
-    other = tmp_path / "other.yaml"
-    tiny = yaml.safe_load(tiny_config.read_text())
-    other.write_text(yaml.safe_dump({**tiny, "model": {**tiny["model"], "up": "bilinear"}}))
-    path = tmp_path / "study.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "config": str(tiny_config),
-                "seeds": [3],
-                "set": ["train.iters=2"],
-                "variants": {"a": ["model.down=max"], "b": {"config": "other.yaml"}},
-            }
-        )
-    )
-    spec = compare.read_study(path)
-    assert [(v.name, v.config, v.overrides) for v in spec["variants"]] == [
-        ("a", tiny_config.resolve(), ["model.down=max"]),
-        ("b", other.resolve(), []),
-    ]
-    assert spec["seeds"] == [3] and spec["overrides"] == ["train.iters=2"]
-    path.write_text(yaml.safe_dump({"config": str(tiny_config), "variant": {"a": []}}))
-    with pytest.raises(compare.StudyError, match=r"unknown key\(s\) \['variant'\]"):
-        compare.read_study(path)
-
-
-def test_mean_std_leaves_out_missing_values():
-    assert compare.mean_std([0.5, math.nan, 0.7]) == pytest.approx(
-        (0.6, statistics.stdev([0.5, 0.7]))
-    )
-    mean, std = compare.mean_std([0.5])
-    assert mean == 0.5 and math.isnan(std)
-    assert all(math.isnan(v) for v in compare.mean_std([math.nan]))
+def test_the_command_line_takes_one_way_of_naming_variants(tmp_path, tiny_config, compare_cli):
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({"config": str(tiny_config), "variants": {"a": []}}))
+    done = compare_cli("--study", study, tiny_config, check=2)
+    assert "either --study or configs/--variant" in done.stderr
+    done = compare_cli(tiny_config, tiny_config, "--variant", "a", check=2)
+    assert "--variant needs exactly one config" in done.stderr
+    done = compare_cli("--study", study, "--only", "b", "--out", tmp_path, check=2)
+    assert "--only: no variant(s) ['b']; the variants are ['a']" in done.stderr
+    done = compare_cli(tmp_path / "missing.yaml", check=2)
+    assert "config file not found" in done.stderr
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,302 @@
+"""seg.engine.study: study files, budget checks, finished runs on disk, aggregation, tables."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from seg.engine.study import (
+    SETTINGS_FILE,
+    Study,
+    StudyError,
+    Variant,
+    aggregate,
+    check_budgets,
+    claim_run,
+    find_finished,
+    markdown,
+    mean_std,
+    plan_run,
+    read_study,
+    study_from_configs,
+    with_options,
+    write_results,
+)
+
+
+@pytest.fixture
+def config(tmp_path, tiny_raw) -> Path:
+    path = tmp_path / "configs" / "tiny.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(tiny_raw(train={"iters": 3})))
+    return path
+
+
+def _study(config: Path, out: Path, *variants: tuple[str, list[str]], **options) -> Study:
+    chosen = [Variant(name, config, overrides) for name, overrides in variants]
+    return Study(chosen, options.pop("seeds", [0, 1]), out, root=config.parent, **options)
+
+
+# ---------------------------------------------------------------- the study definition
+
+
+def test_read_study_resolves_configs_from_the_root_then_beside_the_file(tmp_path, config):
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    (folder / "beside.yaml").write_text(config.read_text())
+    path = folder / "mine.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "config": "configs/tiny.yaml",  # from the root
+                "seeds": [3, 1, 3],
+                "set": ["train.iters=2"],
+                "split": "test",
+                "images": 0,
+                "variants": {
+                    "a": ["model.down=max"],
+                    "b": {"config": "beside.yaml", "set": ["model.up=bilinear"]},
+                    "c": None,
+                },
+            }
+        )
+    )
+    study = read_study(path, root=tmp_path)
+    assert isinstance(study, Study)
+    assert [(v.name, v.config, v.overrides) for v in study.variants] == [
+        ("a", config.resolve(), ["model.down=max"]),
+        ("b", (folder / "beside.yaml").resolve(), ["model.up=bilinear"]),
+        ("c", config.resolve(), []),
+    ]
+    assert study.seeds == [3, 1] and study.overrides == ["train.iters=2"]
+    assert study.split == "test" and study.num_images == 0 and study.checkpoint == "last"
+    assert study.title == "mine" and study.out == tmp_path / "results" / "mine"
+    assert study.root == tmp_path
+
+
+def test_read_study_defaults_to_the_study_files_folder(tmp_path, config):
+    path = config.parent / "study.yaml"
+    path.write_text(yaml.safe_dump({"config": "tiny.yaml", "out": "here", "title": "T",
+                                    "variants": {"a": []}}))  # fmt: skip
+    study = read_study(path)
+    assert study.variants[0].config == config.resolve() and study.out == config.parent / "here"
+    assert study.seeds == [0, 1, 2] and study.num_images == 4 and study.title == "T"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"config": "tiny.yaml", "variant": {"a": []}}, r"unknown key\(s\) \['variant'\]"),
+        ({"config": "tiny.yaml", "variants": {}}, "'variants' is empty"),
+        ({"variants": {"a": []}}, "variant 'a' has no config"),
+        ({"variants": {"a": {"config": "nowhere.yaml"}}}, "config nowhere.yaml not found"),
+    ],
+)
+def test_read_study_refuses_what_it_cannot_run(config, content, message):
+    path = config.parent / "study.yaml"
+    path.write_text(yaml.safe_dump(content))
+    with pytest.raises(StudyError, match=message):
+        read_study(path)
+
+
+def test_a_study_of_config_files_and_the_command_lines_choices(tmp_path, config, monkeypatch):
+    monkeypatch.chdir(config.parent)
+    study = study_from_configs(["tiny.yaml"], [["k3", "model.kernel_size=3"], ["plain"]], tmp_path)
+    assert [(v.name, v.config, v.overrides) for v in study.variants] == [
+        ("k3", config.resolve(), ["model.kernel_size=3"]),
+        ("plain", config.resolve(), []),
+    ]
+    assert study.out == tmp_path / "results" / "tiny" and study.title == "tiny"
+    assert [v.name for v in study_from_configs(["tiny.yaml"]).variants] == ["tiny"]
+    with pytest.raises(StudyError, match="exactly one config"):
+        study_from_configs(["tiny.yaml", "tiny.yaml"], [["a"]])
+    with pytest.raises(StudyError, match="config file not found"):
+        study_from_configs(["missing.yaml"])
+
+    chosen = with_options(study, overrides=["train.iters=2"], seeds=[1, 1, 0], title=None,
+                          only=["plain"])  # fmt: skip
+    assert chosen.seeds == [1, 0] and chosen.title == "tiny"
+    assert chosen.overrides == ["train.iters=2"] and [v.name for v in chosen.selected] == ["plain"]
+    with pytest.raises(StudyError, match=r"no variant\(s\) \['nope'\]"):
+        with_options(study, only=["nope"])
+
+
+def test_check_budgets_refuses_variants_that_would_not_compare(tmp_path, config):
+    same = _study(
+        config, tmp_path, ("a", ["model.down=max"]), ("b", []), overrides=["train.iters=4"]
+    )
+    assert check_budgets(same) == {"iters": 4, "batch_size": 2}
+    budgets = _study(config, tmp_path, ("short", ["train.iters=2"]), ("long", ["train.iters=5"]))
+    with pytest.raises(StudyError, match="don't share a budget .short: 2 iters x batch 2, long: 5"):
+        check_budgets(budgets)
+    batches = _study(config, tmp_path, ("a", []), ("b", ["train.batch_size=4"]))
+    with pytest.raises(StudyError, match="don't share a budget"):
+        check_budgets(batches)
+    splits = _study(config, tmp_path, ("a", []), ("b", ["eval.split=test"]))
+    with pytest.raises(StudyError, match="not scored on the same data .a: val split, 4 classes"):
+        check_budgets(splits)
+    assert check_budgets(_study(config, tmp_path, ("a", []), ("b", ["eval.split=test"]),
+                                split="test"))  # fmt: skip
+    with pytest.raises(StudyError, match="variant 'a': .*unknown key 'nope'"):
+        check_budgets(_study(config, tmp_path, ("a", ["train.nope=1"])))
+    with pytest.raises(StudyError, match="names must differ"):
+        check_budgets(_study(config, tmp_path, ("a/b", []), ("a b", [])))
+
+
+# ---------------------------------------------------------------- runs on disk
+
+
+def _finish(run, miou: float) -> None:
+    """What a finished run leaves: the trainer's metrics.json (scored on its own split)."""
+    figures = {"mIoU": miou, "mBIoU": 0.1, "aAcc": 0.9, "mAcc": 0.5,
+               "classes": ["a", "b"], "IoU": [miou, None]}  # fmt: skip
+    cost = {"params": 10, "seconds_per_iter": 0.5, "peak_memory_mib": 100.0,
+            "memory": "cpu_max_rss", "device": "cpu"}  # fmt: skip
+    (run.folder / "metrics.json").write_text(json.dumps({**figures, "train": cost}))
+
+
+def test_find_finished_returns_only_runs_that_finished_with_the_same_training(tmp_path, config):
+    study = _study(config, tmp_path / "out", ("a", ["model.down=max"]))
+    variant = study.variants[0]
+    assert find_finished(study, variant, 0) is None  # never started
+    run = plan_run(study, variant, 0)
+    assert run.folder == tmp_path / "out" / "runs" / "a" / "seed0"
+    assert run.settings["config"] == "tiny.yaml"  # relative to the study's root
+    assert run.settings["resolved"]["train"]["seed"] == 0
+    claim_run(study, run)
+    assert (run.folder / SETTINGS_FILE).is_file()
+    assert find_finished(study, variant, 0) is None  # started, not finished
+    _finish(run, 0.4)
+    record = find_finished(study, variant, 0)
+    assert record["status"] == "ok" and record["seed"] == 0 and record["split"] == "val"
+    assert record["metrics"]["mIoU"] == 0.4 and record["train"]["params"] == 10
+    assert record["dir"] == str(run.folder)
+
+    # Scoring the best checkpoint reuses the training but needs its own evaluation.
+    best = with_options(study, checkpoint="best")
+    assert find_finished(best, variant, 0) is None
+    scored = plan_run(best, variant, 0).result
+    assert scored == run.folder / "eval_val_best" / "metrics.json"
+    scored.parent.mkdir()
+    scored.write_text(json.dumps({"mIoU": 0.5}))
+    assert find_finished(best, variant, 0)["metrics"] == {"mIoU": 0.5}
+
+    # The same folder trained otherwise is refused, not mixed in.
+    changed = with_options(study, overrides=["train.lr=0.01"])
+    with pytest.raises(StudyError, match="the study changed"):
+        find_finished(changed, variant, 0)
+    with pytest.raises(StudyError, match="trained with other settings"):
+        claim_run(changed, plan_run(changed, variant, 0))
+
+
+# ---------------------------------------------------------------- aggregating
+
+
+def _record(variant: str, seed: int, miou: float, iou_b: float | None, spi: float) -> dict:
+    metrics = {"mIoU": miou, "mBIoU": miou / 2, "aAcc": 0.9, "mAcc": None,
+               "classes": ["sky", "road"], "IoU": [miou, iou_b]}  # fmt: skip
+    cost = {"params": 2_500_000, "seconds_per_iter": spi, "peak_memory_mib": 300.0 + seed,
+            "memory": "cpu_max_rss", "device": "cpu"}  # fmt: skip
+    return {"variant": variant, "seed": seed, "dir": f"runs/{variant}/seed{seed}",
+            "split": "val", "status": "ok", "metrics": metrics, "train": cost}  # fmt: skip
+
+
+def _failed(variant: str, seed: int) -> dict:
+    return {"variant": variant, "seed": seed, "dir": f"runs/{variant}/seed{seed}",
+            "split": "val", "status": "failed", "returncode": 1,
+            "error": "Traceback\nValueError: out of cheese"}  # fmt: skip
+
+
+@pytest.fixture
+def records() -> list[dict]:
+    return [
+        _record("a", 0, 0.50, 0.2, 0.10),
+        _record("a", 1, 0.60, None, 0.12),
+        _record("a", 2, 0.65, 0.4, 0.11),
+        _record("b", 0, 0.30, 0.1, 0.20),
+        _failed("b", 1),
+        _failed("c", 0),
+    ]
+
+
+def test_aggregate_is_the_mean_and_sample_std_of_the_runs_that_finished(tmp_path, records):
+    study = _study(Path("x.yaml"), tmp_path, ("a", []), ("b", []), ("c", []), ("d", []),
+                   seeds=[0, 1, 2])  # fmt: skip
+    rows = {row["variant"]: row for row in aggregate(study, records)}
+    assert list(rows) == ["a", "b", "c"]  # d: no record, no row
+    a = rows["a"]
+    assert a["runs"] == 3 and a["planned"] == 3 and a["seeds"] == [0, 1, 2] and a["failed"] == []
+    mious = np.array([0.50, 0.60, 0.65])
+    assert a["mIoU"] == pytest.approx((mious.mean(), mious.std(ddof=1)))
+    assert a["mBIoU"] == pytest.approx((mious.mean() / 2, mious.std(ddof=1) / 2))
+    assert a["aAcc"][0] == pytest.approx(0.9) and a["aAcc"][1] == pytest.approx(0.0)
+    assert all(math.isnan(v) for v in a["mAcc"])  # no run had it
+    assert a["IoU"][1] == pytest.approx((0.3, np.std([0.2, 0.4], ddof=1)))  # None left out
+    spi = np.array([0.10, 0.12, 0.11])
+    assert a["seconds_per_iter"] == pytest.approx((spi.mean(), spi.std(ddof=1)))
+    assert a["peak_memory_mib"][0] == pytest.approx(301.0) and a["params"] == 2_500_000
+    assert a["classes"] == ["sky", "road"] and a["memory"] == "cpu_max_rss"
+    b = rows["b"]
+    assert b["runs"] == 1 and b["failed"] == [1] and b["mIoU"][0] == pytest.approx(0.3)
+    assert math.isnan(b["mIoU"][1])  # one run: no spread
+    c = rows["c"]
+    assert c["runs"] == 0 and c["failed"] == [0] and c["params"] is None and c["IoU"] == []
+    assert all(math.isnan(v) for v in c["mIoU"])
+
+
+def test_mean_std_leaves_out_missing_values():
+    assert mean_std([0.5, math.nan, 0.7]) == pytest.approx((0.6, statistics.stdev([0.5, 0.7])))
+    mean, std = mean_std([0.5])
+    assert mean == 0.5 and math.isnan(std)
+    assert all(math.isnan(v) for v in mean_std([math.nan]))
+
+
+def _header(**extra) -> dict:
+    return {"command": "python tools/compare.py x", "date": "2024-01-01", "machine": "cpu",
+            "budget": {"iters": 3, "batch_size": 2}, "split": "val", **extra}  # fmt: skip
+
+
+def test_markdown_holds_a_row_per_variant_the_classes_and_the_failures(tmp_path, records):
+    study = _study(Path("x.yaml"), tmp_path, ("a", []), ("b", []), ("c", []), seeds=[0, 1, 2],
+                   title="My study")  # fmt: skip
+    rows = aggregate(study, records)
+    text = markdown(study, rows, records, _header(done=3, planned=9))
+    lines = text.splitlines()
+    assert lines[0] == "# My study"
+    assert "- budget: 3 iterations x batch 2, seeds 0 1 2, scored on the val split" in text
+    assert "- **incomplete**: 3 of 9 runs so far" in lines
+    assert (
+        "| variant | runs | mIoU | mBIoU | aAcc | mAcc | params (M) | s/iter | peak RSS, MiB |"
+        in (lines)
+    )
+    mious = np.array([0.50, 0.60, 0.65])
+    mean, std = 100 * mious.mean(), 100 * mious.std(ddof=1)
+    assert (
+        f"| a | 3/3 | {mean:.2f} ± {std:.2f} | {mean / 2:.2f} ± {std / 2:.2f} | 90.00 ± 0.00 | - "
+        f"| 2.500 | 0.110 | 301 |"
+    ) in lines
+    assert "| b | 1/3 | 30.00 | 15.00 | 90.00 | - | 2.500 | 0.200 | 300 |" in lines
+    assert "| c | 0/3 | - | - | - | - | - | - | - |" in lines
+    assert "| class | a | b | c |" in lines
+    assert "| road | 30.00 ± 14.14 | 10.00 | - |" in lines
+    assert "- b seed 1: exit 1, ValueError: out of cheese" in lines
+    assert "  (log: runs/c/seed0/compare.log)" in lines
+    finished = markdown(study, rows, records[:4], _header(done=4, planned=4))
+    assert "incomplete" not in finished and "Failed runs" not in finished
+
+
+def test_write_results_writes_the_tables_and_the_plot(tmp_path, records):
+    study = _study(Path("x.yaml"), tmp_path, ("a", []), ("b", []), ("c", []), seeds=[0, 1, 2])
+    rows = write_results(study, records, _header(title="study"))
+    assert [row["variant"] for row in rows] == ["a", "b", "c"]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["runs"] == json.loads(json.dumps(records))
+    assert saved["variants"][2]["mIoU"] == [None, None]  # NaN as null: strict JSON
+    assert (tmp_path / "results.md").read_text().startswith("# study")
+    assert (tmp_path / "results.png").stat().st_size > 0
