@@ -176,6 +176,11 @@ class EvalConfig:
                 "data.crop_size) in each dimension: windows further apart than their size "
                 "leave pixels unpredicted"
             )
+        if self.mode == "slide" and crop is None:  # found now, not at the first validation
+            raise ConfigError(
+                "eval.mode=slide needs a window: set eval.crop_size (or data.crop_size), "
+                "e.g. eval.crop_size=[512,512]"
+            )
 
 
 @dataclass

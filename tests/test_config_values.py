@@ -193,3 +193,15 @@ def test_train_cli_exits_2_with_one_line_naming_the_key(tiny_raw, tmp_path, over
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {key} must be "), result.stderr
+
+
+def test_slide_evaluation_without_a_window_is_refused_when_the_config_loads():
+    raw = {
+        "model": {"name": "segnet", "num_classes": 4},
+        "data": {"name": "synthetic", "num_classes": 4},
+        "eval": {"mode": "slide"},
+    }
+    with pytest.raises(ConfigError, match=r"eval.mode=slide needs a window: set eval.crop_size"):
+        config_from_dict(raw)
+    raw["data"]["crop_size"] = 32  # the training crop is the default window
+    assert config_from_dict(raw).eval.crop_size == [32, 32]

@@ -36,7 +36,6 @@ cropped back.
 from __future__ import annotations
 
 import contextlib
-import socket
 
 import torch
 import torch.nn.functional as F
@@ -122,15 +121,19 @@ class ASPP(nn.Module):
         return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
 
 
-HUB_HOST = "huggingface.co"
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the weights hub answers within ``timeout`` seconds, asked the way
+    huggingface_hub itself asks: its endpoint (``HF_ENDPOINT``: a mirror), its HTTP session
+    (``HTTPS_PROXY`` and friends) and its offline switch (``HF_HUB_OFFLINE``)."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
 
-
-def hub_reachable(host: str = HUB_HOST, timeout: float = 2.0) -> bool:
-    """Whether the weights hub answers on HTTPS within ``timeout`` seconds."""
+    if constants.HF_HUB_OFFLINE:
+        return False
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        get_session().head(constants.ENDPOINT, timeout=timeout)
         return True
-    except OSError:
+    except Exception:  # any transport error (DNS, proxy, TLS, timeout) means "not now"
         return False
 
 
@@ -151,6 +154,22 @@ def _offline_unless_hub_reachable(needs_hub: bool):
         constants.HF_HUB_OFFLINE = previous
 
 
+def _hub_files(name: str, weights: str) -> str:
+    """Where smp fetches ``name``'s ``weights`` from: the repo and files to fetch by hand."""
+    import segmentation_models_pytorch as smp
+    from huggingface_hub import constants
+
+    settings = smp.encoders.encoders.get(name, {}).get("pretrained_settings", {}).get(weights)
+    if not settings or "repo_id" not in settings:
+        return ""
+    url = f"{constants.ENDPOINT}/{settings['repo_id']}"
+    return (
+        f" Fetch model.safetensors and config.json from {url} (revision "
+        f"{settings.get('revision') or 'main'}) into the Hugging Face cache "
+        "(huggingface-cli download), or point HF_ENDPOINT at a mirror."
+    )
+
+
 def _build_encoder(name: str, in_channels: int, output_stride: int, encoder_weights):
     import segmentation_models_pytorch as smp
 
@@ -167,7 +186,9 @@ def _build_encoder(name: str, in_channels: int, output_stride: int, encoder_weig
             )
     except OSError as error:  # no internet: DNS, socket, URLError, hub cache misses
         raise download_failed(
-            f"{hub_weights!r} weights for encoder {name!r}", None, error
+            f"{hub_weights!r} weights for encoder {name!r}" + _hub_files(name, hub_weights),
+            None,
+            error,
         ) from error
     if path is not None:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)

@@ -144,3 +144,41 @@ def test_unreachable_hub_fails_fast_from_the_cache_only(monkeypatch):
         DeepLabV3Plus(NUM_CLASSES, encoder=ENCODER, encoder_weights="imagenet")
     assert seen["offline"] is True
     assert constants.HF_HUB_OFFLINE == before  # restored
+
+
+def test_hub_reachability_asks_the_configured_endpoint_through_the_hub_session(monkeypatch):
+    """HF_ENDPOINT (a mirror) and the hub's own HTTP session (which honours HTTPS_PROXY) are
+    what counts, not a raw socket to huggingface.co; HF_HUB_OFFLINE means offline."""
+    import http.server
+    import threading
+
+    from huggingface_hub import constants
+
+    import seg.models.deeplab as deeplab
+
+    class Mirror(http.server.BaseHTTPRequestHandler):
+        asked = []
+
+        def do_HEAD(self):
+            Mirror.asked.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Mirror)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.delenv("HTTP_PROXY", raising=False)
+        monkeypatch.delenv("http_proxy", raising=False)
+        assert deeplab.hub_reachable() and Mirror.asked == ["/"]
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        assert not deeplab.hub_reachable() and len(Mirror.asked) == 1
+    finally:
+        server.shutdown()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert not deeplab.hub_reachable(timeout=0.5)  # the mirror is gone
