@@ -14,6 +14,15 @@ or the study stops before it starts) with each seed (``train.seed``), through
 ``tools/train.py`` in a subprocess, then the final weights (``--checkpoint best`` for the
 best validation checkpoint) are scored on ``--split`` with ``tools/eval.py``.
 
+A study file can ask for the fair protocol: ``sweep: {grid: {train.lr: [1e-3, 2e-3, 5e-3]},
+set: [train.iters=300]}`` first trains every variant at every grid point (short budget, one
+seed) and scores it on the sweep's split (val), then runs the seeds at the full budget with
+each variant's own best point and scores them once on ``split`` (test); ``reference: NAME``
+is the variant the others are compared with seed by seed (95 % intervals; a difference is
+claimed only where the interval excludes 0); ``equal_time: true`` also trains every other
+variant for the reference's training time (iterations scaled by the measured seconds per
+iteration). Validations during training (``train.val_interval``) give the learning curves.
+
 Resumable: a run that finished is not run again, an interrupted one (Ctrl-C or SIGTERM:
 the run saves its ``last.pt`` first) continues from there; run the same command again. A
 finished run is reused when only the scoring changes (``--split``, ``--checkpoint``); a run
@@ -23,14 +32,20 @@ reported in the tables and in the exit status (1), never averaged in; the others
 Paths in ``--set`` values (``data.root=...``) are read from the repository root, where the
 tools run. ``OUT`` holds::
 
-    runs/VARIANT/seedN/   the training work dir (checkpoints, train.log, tb/, metrics.json:
-                          the final validation), compare.log (the tools' output) and, for
-                          another split or checkpoint, eval_SPLIT_CHECKPOINT/metrics.json
-    results.md            mean ± std over seeds: mIoU, mean Boundary IoU, aAcc, mAcc,
-                          per-class IoU, parameters, training s/iter, peak memory
-    results.json          every run's figures and the aggregates
+    runs/VARIANT/seedN/   the training work dir (checkpoints, train.log, tb/, curve.jsonl,
+                          metrics.json: the final validation), compare.log (the tools'
+                          output) and, for another split or checkpoint,
+                          eval_SPLIT_CHECKPOINT/metrics.json
+    results.md            mean ± 95 % interval over seeds: mIoU, mean Boundary IoU, aAcc,
+                          mAcc; collapsed runs; paired differences with the reference;
+                          per-class IoU, parameters, training s/iter, peak memory; the
+                          tuning table and the equal-time table when asked
+    results.json          every run's figures, the aggregates and the differences
     results.png           mIoU and mBIoU per variant, bars with ± std
+    curves.png            validation mIoU against iterations and training seconds
+    sweep.png             the tuning metric at each sweep point, per variant
     predictions.png       the same SPLIT images predicted by every variant, with the truth
+    sweep/, equal_time/   the tuning and equal-time runs, with their own tables
 
 The study itself (study files, budget checks, finished runs, tables, plots) is the library
 ``seg.engine.study``; this tool runs tools/train.py and tools/eval.py for it, one at a time.
@@ -53,15 +68,20 @@ from seg.engine.study import (
     StudyError,
     Variant,
     check_budgets,
+    choose_points,
     claim_run,
+    equal_time_study,
+    final_study,
     find_finished,
     metric,
     plan_run,
+    point_label,
     prediction_grid,
     read_record,
     read_study,
     results_header,
     study_from_configs,
+    sweep_study,
     with_options,
     write_results,
 )
@@ -145,7 +165,7 @@ def _report(record: dict) -> None:
         print(f"    FAILED (exit {record['returncode']}): see {record['dir']}/compare.log")
 
 
-def _run_all(study: Study, header: dict, records: list[dict]) -> None:
+def _run_all(study: Study, header: dict, records: list[dict], extra: dict | None = None) -> None:
     """Every (variant, seed), seed-major: after the first seed every variant has a result."""
     position = 0
     for seed in study.seeds:
@@ -161,24 +181,64 @@ def _run_all(study: Study, header: dict, records: list[dict]) -> None:
             records.append(record)
             header["done"] += 1
             _report(record)
-            write_results(study, records, header)  # the tables so far, while it runs
+            write_results(study, records, header, extra)  # the tables so far, while it runs
 
 
-def run_study(study: Study, command: str) -> int:
-    budget = check_budgets(study)
+def _phase(study: Study, command: str, title: str, budget: dict) -> list[dict]:
+    """Run a phase's study (tuning or equal time) to the end, its tables in its own folder."""
+    print(f"== {title}: {len(study.selected) * len(study.seeds)} run(s) in {study.out}", flush=True)
     study.out.mkdir(parents=True, exist_ok=True)
     header = results_header(study, budget, command)
     records: list[dict] = []
+    _run_all(study, header, records)
+    write_results(study, records, header)
+    return records
+
+
+def _protocol(study: Study, command: str) -> tuple[Study, list[dict], dict, dict]:
+    """Tuning on val (with a sweep), the seeds at the full budget, then (with equal_time)
+    the others at the reference's training time. Returns the final study, its records,
+    its header and what the tables add."""
+    extra: dict = {}
+    if study.sweep is not None:
+        tuning = sweep_study(study)
+        sweep_records = _phase(tuning, command, "tuning", check_budgets(tuning))
+        chosen = choose_points(study, sweep_records)
+        for name, choice in chosen.items():
+            print(f"    {name}: {point_label(choice['point'])} ({100 * choice['score']:.2f})")
+        extra = {"sweep": sweep_records, "chosen": chosen}
+        study = final_study(study, chosen)
+    header = results_header(study, check_budgets(study), command)
+    records: list[dict] = []
+    print(f"== final: {header['planned']} run(s) in {study.out}", flush=True)
+    _run_all(study, header, records, extra)
+    if study.equal_time:
+        timed = equal_time_study(study, records)
+        if timed is None:
+            print("equal time: skipped, a variant has no timed run", file=sys.stderr)
+        else:
+            budget = {"iters": "per variant", "batch_size": header["budget"]["batch_size"]}
+            extra["equal_time"] = (timed, _phase(timed, command, "equal time", budget))
+    return study, records, header, extra
+
+
+def run_study(study: Study, command: str) -> int:
+    check_budgets(study)
+    study.out.mkdir(parents=True, exist_ok=True)
+    records: list[dict] = []
+    header: dict = results_header(study, check_budgets(study), command)
+    extra: dict = {}
     try:
-        _run_all(study, header, records)
-        write_results(study, records, header)
+        study, records, header, extra = _protocol(study, command)
+        write_results(study, records, header, extra)
         try:
             if prediction_grid(study, records, study.out / "predictions.png"):
                 print(f"wrote {study.out / 'predictions.png'}")
         except (OSError, ValueError, RuntimeError, ConfigError) as error:
             print(f"warning: no predictions.png: {error}", file=sys.stderr)
     except KeyboardInterrupt:
-        write_results(study, records, header)
+        if records:
+            write_results(study, records, header, extra)
         print(
             "interrupted; run the same command again to continue where it stopped",
             file=sys.stderr,
@@ -187,6 +247,8 @@ def run_study(study: Study, command: str) -> int:
     print((study.out / "results.md").read_text())
     print(f"wrote {study.out}/results.{{md,json,png}}")
     failed = [r for r in records if r["status"] != "ok"]
+    for phase in (extra.get("sweep") or [], (extra.get("equal_time") or (None, []))[1]):
+        failed += [r for r in phase if r["status"] != "ok"]
     if failed:
         print(f"{len(failed)} run(s) failed; see results.md", file=sys.stderr)
         return 1

@@ -18,8 +18,10 @@ evaluator's JSON; ``train``: the trainer's cost figures), or ``status: "failed"`
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 import yaml
 
-from seg.config import Config, ConfigError, load_config
+from seg.config import Config, ConfigError, load_config, load_yaml
 from seg.engine.evaluator import json_ready
 from seg.engine.runtime import describe_device
 
@@ -47,7 +49,14 @@ STUDY_FILE_KEYS = (
     "checkpoint",
     "out",
     "images",
+    "sweep",
+    "reference",
+    "equal_time",
 )
+# A run whose predictions fall in one class for at least this share of the pixels learned
+# nothing but the class prior: flagged "collapsed" in the tables.
+COLLAPSED_SHARE = 0.99
+CURVE_FILE = "curve.jsonl"  # in a run's folder: one line per validation during training
 
 
 class StudyError(ValueError):
@@ -59,11 +68,42 @@ class Variant:
     name: str
     config: Path
     overrides: list[str] = field(default_factory=list)
+    base: str | None = None  # a sweep point's or an equal-time run's study variant
 
     @property
     def slug(self) -> str:
         """The name as a folder name."""
         return re.sub(r"[^A-Za-z0-9_.+-]+", "-", self.name).strip("-") or "variant"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Per-variant tuning: every point of ``grid`` (the product of its value lists) trains
+    at the sweep budget (``overrides``) with one seed and is scored on ``split``; each
+    variant keeps the point with the best ``metric`` for its seeds at the full budget."""
+
+    grid: dict[str, list]
+    overrides: list[str] = field(default_factory=list)
+    split: str = "val"
+    metric: str = "mIoU"
+    seed: int = 0
+
+    def points(self) -> list[dict]:
+        keys = list(self.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
+
+
+def point_overrides(point: dict) -> list[str]:
+    """``{"train.lr": 0.001}`` -> ``["train.lr=0.001"]``."""
+    return [f"{key}={_yaml_value(value)}" for key, value in point.items()]
+
+
+def point_label(point: dict) -> str:
+    return ", ".join(point_overrides(point))
+
+
+def _yaml_value(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 @dataclass
@@ -86,6 +126,9 @@ class Study:
     num_images: int = 4
     only: list[str] | None = None  # run these variants; show the others' finished runs
     root: Path = field(default_factory=Path.cwd)
+    sweep: Sweep | None = None  # tune each variant on val first
+    reference: str | None = None  # the variant the others are compared with (default: first)
+    equal_time: bool = False  # also train the others for the reference's training time
 
     def __post_init__(self) -> None:
         self.seeds = list(dict.fromkeys(self.seeds))  # each seed once, in order
@@ -93,7 +136,15 @@ class Study:
     @property
     def selected(self) -> list[Variant]:
         """The variants to run (``only``); the others are only looked up."""
-        return [v for v in self.variants if self.only is None or v.name in self.only]
+        return [
+            v
+            for v in self.variants
+            if self.only is None or v.name in self.only or v.base in self.only
+        ]
+
+    @property
+    def reference_name(self) -> str:
+        return self.reference or self.variants[0].name
 
 
 # ---------------------------------------------------------------- the study definition
@@ -107,7 +158,7 @@ def read_study(path: str | Path, root: str | Path | None = None) -> Study:
     """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
         raise StudyError(f"can't read study file {path}: {error}") from error
     unknown = sorted(set(raw) - set(STUDY_FILE_KEYS))
@@ -132,7 +183,40 @@ def read_study(path: str | Path, root: str | Path | None = None) -> Study:
         title=raw.get("title") or path.stem,
         num_images=4 if raw.get("images") is None else raw["images"],
         root=root,
+        sweep=_read_sweep(path, raw.get("sweep")),
+        reference=_read_reference(path, raw.get("reference"), variants),
+        equal_time=bool(raw.get("equal_time", False)),
     )
+
+
+def _read_sweep(path: Path, spec) -> Sweep | None:
+    """``sweep: {grid: {train.lr: [...]}, set: [train.iters=150], split: val, metric: mIoU,
+    seed: 0}``."""
+    if spec is None:
+        return None
+    keys = {"grid", "set", "split", "metric", "seed"}
+    if not isinstance(spec, dict) or not set(spec) <= keys or not spec.get("grid"):
+        raise StudyError(
+            f"{path}: 'sweep' must be a mapping with a 'grid' ({{key: [values]}}) and "
+            f"optionally {sorted(keys - {'grid'})}, got {spec!r}"
+        )
+    grid = spec["grid"]
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise StudyError(f"{path}: sweep.grid must map keys to non-empty lists, got {grid!r}")
+    return Sweep(
+        grid=dict(grid),
+        overrides=list(spec.get("set", [])),
+        split=spec.get("split", "val"),
+        metric=spec.get("metric", "mIoU"),
+        seed=int(spec.get("seed", 0)),
+    )
+
+
+def _read_reference(path: Path, reference, variants: list[Variant]) -> str | None:
+    names = [v.name for v in variants]
+    if reference is not None and reference not in names:
+        raise StudyError(f"{path}: reference {reference!r} is not a variant; the variants: {names}")
+    return reference
 
 
 def _read_variant(path: Path, name: str, spec, base: str | None, root: Path) -> Variant:
@@ -228,6 +312,127 @@ def check_budgets(study: Study) -> dict:
     return {"iters": iters, "batch_size": batch}
 
 
+# ---------------------------------------------------------------- the protocol's phases
+
+
+def sweep_study(study: Study) -> Study:
+    """The tuning runs: each variant at each sweep point, the sweep budget, one seed, scored
+    on the sweep's split, in ``OUT/sweep``."""
+    sweep = study.sweep
+    variants = [
+        Variant(
+            f"{variant.name} | {point_label(point)}",
+            variant.config,
+            [*variant.overrides, *sweep.overrides, *point_overrides(point)],
+            base=variant.name,
+        )
+        for variant in study.variants
+        for point in sweep.points()
+    ]
+    return replace(
+        study,
+        variants=variants,
+        seeds=[sweep.seed],
+        out=study.out / "sweep",
+        split=sweep.split,
+        checkpoint="last",
+        sweep=None,
+        reference=None,
+        equal_time=False,
+        title=f"{study.title}: sweep",
+    )
+
+
+def choose_points(study: Study, sweep_records: list[dict]) -> dict[str, dict]:
+    """Each variant's best sweep point on the sweep's split: ``{variant: {"point", "score",
+    "scores": [(point, score or None)]}}`` (ties: the first point of the grid). A variant
+    whose every tuning run failed is a `StudyError`."""
+    sweep = study.sweep
+    by_name = {v.name: v for v in sweep_study(study).variants}
+    points = {name: point for name, point in zip(by_name, _all_points(study))}
+    chosen = {}
+    for variant in study.variants:
+        scores = []
+        for record in sweep_records:
+            tuned = by_name.get(record["variant"])
+            if tuned is None or tuned.base != variant.name:
+                continue
+            ok = record["status"] == "ok"
+            scores.append((points[record["variant"]], metric(record, sweep.metric) if ok else None))
+        valid = [(p, v) for p, v in scores if v is not None and not math.isnan(v)]
+        if not valid and variant in study.selected:
+            raise StudyError(
+                f"every sweep run of {variant.name!r} failed; see {study.out / 'sweep'}"
+            )
+        if valid:
+            best = max(valid, key=lambda item: item[1])  # max keeps the first of equals
+            chosen[variant.name] = {"point": best[0], "score": best[1], "scores": scores}
+    return chosen
+
+
+def _all_points(study: Study) -> list[dict]:
+    return [point for _ in study.variants for point in study.sweep.points()]
+
+
+def final_study(study: Study, chosen: dict[str, dict]) -> Study:
+    """The seeds at the full budget, each variant with its chosen sweep point."""
+    variants = [
+        replace(v, overrides=[*v.overrides, *point_overrides(chosen[v.name]["point"])])
+        if v.name in chosen
+        else v
+        for v in study.variants
+    ]
+    return replace(study, variants=variants)
+
+
+def equal_time_study(study: Study, records: list[dict]) -> Study | None:
+    """Every other variant trained for the reference's training time: ``train.iters`` scaled
+    by the ratio of their mean seconds per iteration in ``records`` (the final runs), in
+    ``OUT/equal_time``. None when a variant has no timed run yet."""
+    budget = check_budgets(study)
+    seconds = {
+        v.name: mean_std(
+            [r["train"]["seconds_per_iter"] for r in records if _ok(r, v.name) and r["train"]]
+        )[0]
+        for v in study.variants
+    }
+    if any(math.isnan(value) for value in seconds.values()):
+        return None
+    reference = seconds[study.reference_name]
+    variants = [
+        Variant(
+            f"{v.name} (equal time)",
+            v.config,
+            [
+                *v.overrides,
+                f"train.iters={max(1, round(budget['iters'] * reference / seconds[v.name]))}",
+            ],
+            base=v.name,
+        )
+        for v in study.variants
+        if v.name != study.reference_name
+    ]
+    return replace(
+        study,
+        variants=variants,
+        out=study.out / "equal_time",
+        sweep=None,
+        reference=None,
+        equal_time=False,
+        title=f"{study.title}: equal training time",
+    )
+
+
+def _ok(record: dict, name: str) -> bool:
+    return record["status"] == "ok" and record["variant"] == name
+
+
+def iterations_of(variant: Variant) -> int | None:
+    """The ``train.iters`` a variant's own overrides set (the last one), if any."""
+    values = [o.split("=", 1)[1] for o in variant.overrides if o.startswith("train.iters=")]
+    return int(values[-1]) if values else None
+
+
 # ---------------------------------------------------------------- runs on disk
 
 
@@ -261,6 +466,7 @@ class Run:
     settings: dict
     split: str
     result: Path  # metrics.json of the scoring: the trainer's own, or an eval_SPLIT_CKPT one
+    root: Path = Path(".")  # the study's root: records name the folder relative to it
 
     @property
     def trained(self) -> bool:
@@ -272,7 +478,10 @@ class Run:
 
     def record(self, **outcome) -> dict:
         """The run's record with ``outcome`` (status and its figures or error) added."""
-        who = {"variant": self.variant.name, "seed": self.seed, "dir": str(self.folder)}
+        folder = self.folder.resolve()
+        root = self.root.resolve()
+        where = folder.relative_to(root) if folder.is_relative_to(root) else folder
+        who = {"variant": self.variant.name, "seed": self.seed, "dir": str(where)}
         return {**who, "split": self.split, **outcome}
 
 
@@ -288,7 +497,7 @@ def plan_run(study: Study, variant: Variant, seed: int) -> Run:
         result = folder / "metrics.json"  # the trainer's final validation: the last weights
     else:
         result = folder / f"eval_{split}_{study.checkpoint}" / "metrics.json"
-    return Run(variant, seed, folder, settings, split, result)
+    return Run(variant, seed, folder, settings, split, result, study.root)
 
 
 def _check_same_training(run: Run, study: Study) -> None:
@@ -322,7 +531,37 @@ def read_record(run: Run) -> dict:
     """The record of a run that trained and was scored."""
     metrics = json.loads(run.result.read_text())
     cost = json.loads((run.folder / "metrics.json").read_text()).get("train", {})
-    return run.record(status="ok", metrics=metrics, train=cost)
+    return run.record(
+        status="ok",
+        metrics=metrics,
+        train=cost,
+        collapsed=is_collapsed(metrics),
+        curve=read_curve(run.folder),
+    )
+
+
+def is_collapsed(metrics: dict) -> bool:
+    """Whether one class holds `COLLAPSED_SHARE` of the predicted pixels (from the confusion
+    matrix's columns): a model that learned the class prior and nothing else."""
+    matrix = np.asarray(metrics.get("confusion_matrix") or [[0]], dtype=np.float64)
+    predicted = matrix.sum(axis=0)
+    total = predicted.sum()
+    return bool(total > 0 and predicted.max() / total >= COLLAPSED_SHARE)
+
+
+def read_curve(folder: Path) -> list[dict]:
+    """The validations a run made while training (`CURVE_FILE`): ``[{"iteration",
+    "seconds" (training time so far), "mIoU", "mBIoU"}]`` by iteration; a validation
+    repeated after a resume counts once (the later one)."""
+    path = Path(folder) / CURVE_FILE
+    if not path.is_file():
+        return []
+    points = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            point = json.loads(line)
+            points[point["iteration"]] = point
+    return [points[k] for k in sorted(points)]
 
 
 def find_finished(study: Study, variant: Variant, seed: int) -> dict | None:
@@ -356,6 +595,52 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(kept.mean()), float(kept.std(ddof=1)) if kept.size > 1 else math.nan
 
 
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its ``confidence`` interval (t distribution, n - 1
+    degrees of freedom; NaN with fewer than two values), NaNs left out."""
+    from scipy import stats
+
+    kept = np.array([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if kept.size == 0:
+        return math.nan, math.nan
+    if kept.size < 2:
+        return float(kept.mean()), math.nan
+    scale = kept.std(ddof=1) / math.sqrt(kept.size)
+    return float(kept.mean()), float(stats.t.ppf((1 + confidence) / 2, kept.size - 1) * scale)
+
+
+def paired_differences(
+    reference: str, records: list[dict], others: Sequence[str], against: list[dict] | None = None
+) -> list[dict]:
+    """``reference`` minus each of ``others``, seed by seed (seeds both finished), for mIoU
+    and mBIoU: mean, 95 % interval, and a verdict that claims a difference only where the
+    interval excludes 0. ``against``: the records the others come from (default
+    ``records``; the equal-time runs compare with the reference's own runs)."""
+    mine = {r["seed"]: r for r in records if _ok(r, reference)}
+    rows = []
+    for name in others:
+        theirs = {r["seed"]: r for r in (against or records) if _ok(r, name)}
+        seeds = sorted(set(mine) & set(theirs))
+        row = {"variant": name, "reference": reference, "seeds": seeds}
+        for key in ("mIoU", "mBIoU"):
+            diffs = [metric(mine[s], key) - metric(theirs[s], key) for s in seeds]
+            mean, half = mean_ci(diffs)
+            row[key] = {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diffs)}
+        row["verdict"] = _verdict(row["mIoU"], reference, name)
+        rows.append(row)
+    return rows
+
+
+def _verdict(diff: dict, reference: str, other: str) -> str:
+    if diff["n"] < 2 or math.isnan(diff["low"]):
+        return "too few seeds for an interval"
+    if diff["low"] > 0:
+        return f"{reference} ahead"
+    if diff["high"] < 0:
+        return f"{other} ahead"
+    return "no significant difference"
+
+
 def aggregate(study: Study, records: list[dict]) -> list[dict]:
     """One row per variant with records: runs, failed seeds, mean ± std of every figure."""
     rows = []
@@ -377,6 +662,8 @@ def _aggregate_variant(study: Study, variant: Variant, runs: list[dict]) -> dict
     }
     for key in SUMMARY_KEYS:
         row[key] = mean_std([metric(r, key) for r in ok])
+        row[f"{key}_ci"] = mean_ci([metric(r, key) for r in ok])[1]
+    row["collapsed"] = [r["seed"] for r in ok if r.get("collapsed")]
     classes = ok[0]["metrics"]["classes"] if ok else []
     row["classes"] = classes
     row["IoU"] = [mean_std([_nan(r["metrics"]["IoU"][c]) for r in ok]) for c in range(len(classes))]
@@ -393,9 +680,13 @@ def results_header(study: Study, budget: dict, command: str) -> dict:
     """What ``results.md``/``results.json`` say about the study as a whole; ``done`` counts
     the runs of this invocation (the caller adds them)."""
     first = study.variants[0]
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads and not command.startswith("OMP_NUM_THREADS="):
+        command = f"OMP_NUM_THREADS={threads} {command}"  # it changes the float sums
     return {
         "title": study.title,
         "command": command,
+        "threads": torch.get_num_threads(),
         "date": datetime.date.today().isoformat(),
         # Without CUDA every run is on the CPU (a CUDA one fails and says so).
         "machine": describe_device(study.device if torch.cuda.is_available() else "cpu"),
@@ -409,49 +700,162 @@ def results_header(study: Study, budget: dict, command: str) -> dict:
 
 
 def _pct(pair: tuple[float, float]) -> str:
-    mean, std = pair
+    mean, spread = pair
     if math.isnan(mean):
         return "-"
-    return f"{100 * mean:.2f}" + ("" if math.isnan(std) else f" ± {100 * std:.2f}")
+    return f"{100 * mean:.2f}" + ("" if math.isnan(spread) else f" ± {100 * spread:.2f}")
 
 
-def markdown(study: Study, rows: list[dict], records: list[dict], header: dict) -> str:
-    """``results.md``: the header, a row per variant, per-class IoU, the failed runs."""
+def markdown(study: Study, rows: list[dict], records: list[dict], header: dict, extra=None) -> str:
+    """``results.md``: how it was run, a row per variant (mean ± 95 % interval), the paired
+    differences with the reference, per-class IoU, collapsed and failed runs, and
+    (``extra``, from `write_results`) the sweep and the equal-time comparison."""
     memory = {"cpu_max_rss": "peak RSS, MiB", "cuda_max_allocated": "peak CUDA MiB"}
     kind = memory.get(next((r["memory"] for r in rows if r["memory"]), ""), "peak MiB")
-    lines = [
-        f"# {study.title}",
-        "",
-        f"- command: `{header['command']}`",
-        f"- date: {header['date']}; machine: {header['machine']}",
-        f"- budget: {header['budget']['iters']} iterations x batch "
-        f"{header['budget']['batch_size']}, seeds {' '.join(map(str, study.seeds))}, "
-        f"scored on the {header['split']} split with the {study.checkpoint} checkpoint",
-        "- figures in %, mean ± sample std over the seeds that finished",
-        *(
-            [f"- **incomplete**: {header['done']} of {header['planned']} runs so far"]
-            if header.get("done", 0) < header.get("planned", 0)
-            else []
-        ),
-        "",
-        f"| variant | runs | mIoU | mBIoU | aAcc | mAcc | params (M) | s/iter | {kind} |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    lines = [f"# {study.title}", "", *_header_lines(study, header), ""]
+    lines += [
+        f"| variant | runs | collapsed | mIoU | mBIoU | aAcc | mAcc | params (M) | s/iter | {kind} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [_summary_line(row) for row in rows]
-    lines += _class_table(rows) + _failures(records)
+    others = [row["variant"] for row in rows if row["variant"] != study.reference_name]
+    if any(row["variant"] == study.reference_name for row in rows) and others:
+        differences = paired_differences(study.reference_name, records, others)
+        lines += _differences_table(differences, "Paired differences, per seed")
+    lines += _class_table(rows) + _collapsed(records) + _failures(records)
+    extra = extra or {}
+    if extra.get("sweep"):
+        lines += _sweep_table(study, extra["sweep"], extra.get("chosen", {}))
+    if extra.get("equal_time"):
+        lines += _equal_time_table(study, records, *extra["equal_time"])
     return "\n".join(lines) + "\n"
+
+
+def _header_lines(study: Study, header: dict) -> list[str]:
+    budget = header["budget"]
+    lines = [
+        f"- command: `{header['command']}`",
+        f"- date: {header['date']}; machine: {header['machine']}",
+        f"- budget: {budget['iters']} iterations x batch {budget['batch_size']}, seeds "
+        f"{' '.join(map(str, study.seeds))}, scored once on the {header['split']} split with "
+        f"the {study.checkpoint} checkpoint",
+    ]
+    if study.sweep is not None:
+        sweep = study.sweep
+        grid = "; ".join(f"{k} in {v}" for k, v in sweep.grid.items())
+        lines.append(
+            f"- tuning: each variant's {grid}, trained with {' '.join(sweep.overrides) or 'the same budget'} "
+            f"(seed {sweep.seed}), the best {sweep.metric} on the {sweep.split} split kept"
+        )
+    lines += [
+        "- figures in %: mean ± half-width of the 95 % confidence interval (t distribution) "
+        "over the seeds that finished; a collapsed run (one class in >= "
+        f"{100 * COLLAPSED_SHARE:.0f} % of the predicted pixels) is counted and listed",
+    ]
+    if header.get("done", 0) < header.get("planned", 0):
+        lines.append(f"- **incomplete**: {header['done']} of {header['planned']} runs so far")
+    return lines
 
 
 def _summary_line(row: dict) -> str:
     runs = f"{row['runs']}/{row['planned']}"
     params = "-" if row["params"] is None else f"{row['params'] / 1e6:.3f}"
     spi, mem = row["seconds_per_iter"][0], row["peak_memory_mib"][0]
+    figures = [_pct((row[key][0], row.get(f"{key}_ci", math.nan))) for key in SUMMARY_KEYS]
     return (
-        f"| {row['variant']} | {runs} | "
-        + " | ".join(_pct(row[key]) for key in SUMMARY_KEYS)
+        f"| {row['variant']} | {runs} | {len(row.get('collapsed', []))} | "
+        + " | ".join(figures)
         + f" | {params} | {'-' if math.isnan(spi) else f'{spi:.3f}'}"
         + f" | {'-' if math.isnan(mem) else f'{mem:.0f}'} |"
     )
+
+
+def _interval(diff: dict) -> str:
+    if math.isnan(diff["mean"]):
+        return "-"
+    if math.isnan(diff["low"]):
+        return f"{100 * diff['mean']:+.2f}"
+    return f"{100 * diff['mean']:+.2f} [{100 * diff['low']:+.2f}, {100 * diff['high']:+.2f}]"
+
+
+def _differences_table(differences: list[dict], title: str) -> list[str]:
+    if not differences:
+        return []
+    reference = differences[0]["reference"]
+    lines = [
+        "",
+        f"{title}: {reference} minus each variant, in points, mean [95 % interval]; a "
+        "difference is claimed only where the interval excludes 0:",
+        "",
+        "| variant | seeds | ΔmIoU | ΔmBIoU | verdict |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for row in differences:
+        lines.append(
+            f"| {row['variant']} | {len(row['seeds'])} | {_interval(row['mIoU'])} "
+            f"| {_interval(row['mBIoU'])} | {row['verdict']} |"
+        )
+    return lines
+
+
+def _collapsed(records: list[dict]) -> list[str]:
+    collapsed = [r for r in records if r["status"] == "ok" and r.get("collapsed")]
+    if not collapsed:
+        return []
+    lines = ["", "Collapsed runs (predict one class almost everywhere; in the means above):", ""]
+    lines += [f"- {r['variant']} seed {r['seed']} ({r['dir']})" for r in collapsed]
+    return lines
+
+
+def _sweep_table(study: Study, sweep_records: list[dict], chosen: dict) -> list[str]:
+    sweep = study.sweep
+    points = sweep.points()
+    labels = [point_label(p) for p in points]
+    lines = [
+        "",
+        f"Tuning ({sweep.metric} in % on the {sweep.split} split, seed {sweep.seed}, "
+        f"{' '.join(sweep.overrides) or 'full budget'}; **bold**: kept):",
+        "",
+        "| variant | " + " | ".join(labels) + " |",
+        "|---|" + "---:|" * len(points),
+    ]
+    for variant in study.variants:
+        scores = dict(
+            (point_label(p), v) for p, v in chosen.get(variant.name, {}).get("scores", [])
+        )
+        best = point_label(chosen[variant.name]["point"]) if variant.name in chosen else None
+        cells = []
+        for label in labels:
+            value = scores.get(label)
+            text = "-" if value is None or math.isnan(value) else f"{100 * value:.2f}"
+            cells.append(f"**{text}**" if label == best else text)
+        lines.append(f"| {variant.name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _equal_time_table(study: Study, records: list[dict], timed: Study, timed_records) -> list[str]:
+    rows = aggregate(timed, timed_records)
+    lines = [
+        "",
+        f"Equal training time: each variant trained for {study.reference_name}'s training "
+        "time (its iterations scaled by the ratio of seconds per iteration measured in the "
+        "runs above), scored on the same split:",
+        "",
+        "| variant | iterations | runs | collapsed | mIoU | mBIoU | aAcc | mAcc |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    by_name = {v.name: v for v in timed.variants}
+    for row in rows:
+        figures = [_pct((row[key][0], row.get(f"{key}_ci", math.nan))) for key in SUMMARY_KEYS]
+        iters = iterations_of(by_name[row["variant"]])
+        lines.append(
+            f"| {row['variant']} | {iters} | {row['runs']}/{row['planned']} | "
+            f"{len(row['collapsed'])} | " + " | ".join(figures) + " |"
+        )
+    differences = paired_differences(
+        study.reference_name, records, [v.name for v in timed.variants], timed_records
+    )
+    return lines + _differences_table(differences, "At equal time, per seed")
 
 
 def _class_table(rows: list[dict]) -> list[str]:
@@ -509,19 +913,118 @@ def plot(study: Study, rows: list[dict], records: list[dict], path: Path) -> Non
     plt.close(fig)
 
 
-def write_results(study: Study, records: list[dict], header: dict) -> list[dict]:
-    """``results.md``, ``results.json`` and (once a run finished) ``results.png`` in
-    ``study.out``; returns the aggregated rows."""
+def write_results(
+    study: Study, records: list[dict], header: dict, extra: dict | None = None
+) -> list[dict]:
+    """``results.md``, ``results.json``, ``results.png`` and ``curves.png`` (once a run
+    finished) and ``sweep.png`` (with a sweep) in ``study.out``; returns the aggregated
+    rows. ``extra``: ``{"sweep": records, "chosen": choose_points(...), "equal_time":
+    (study, records)}``, what the full protocol adds."""
+    extra = extra or {}
     rows = aggregate(study, records)
-    (study.out / "results.md").write_text(markdown(study, rows, records, header))
+    (study.out / "results.md").write_text(markdown(study, rows, records, header, extra))
+    payload = {**header, "variants": rows, "runs": records}
+    others = [row["variant"] for row in rows if row["variant"] != study.reference_name]
+    payload["differences"] = paired_differences(study.reference_name, records, others)
+    if extra.get("sweep"):
+        payload["sweep"] = {"runs": extra["sweep"], "chosen": extra.get("chosen", {})}
+    if extra.get("equal_time"):
+        timed, timed_records = extra["equal_time"]
+        payload["equal_time"] = {
+            "variants": aggregate(timed, timed_records),
+            "runs": timed_records,
+            "differences": paired_differences(
+                study.reference_name, records, [v.name for v in timed.variants], timed_records
+            ),
+        }
     (study.out / "results.json").write_text(
-        json.dumps(
-            json_ready({**header, "variants": rows, "runs": records}), indent=2, allow_nan=False
-        )
+        json.dumps(json_ready(payload), indent=2, allow_nan=False)
     )
     if any(row["runs"] for row in rows):
         plot(study, rows, records, study.out / "results.png")
+    if any(r.get("curve") for r in records):
+        plot_curves(study, records, study.out / "curves.png")
+    if extra.get("chosen") and study.sweep is not None:
+        plot_sweep(study, extra["chosen"], study.out / "sweep.png")
     return rows
+
+
+def plot_curves(study: Study, records: list[dict], path: Path) -> None:
+    """Validation mIoU during training against iterations and against training seconds:
+    a thin line per run, a thick one per variant (the mean over its seeds)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, variant in enumerate(study.variants):
+        runs = [r["curve"] for r in records if _ok(r, variant.name) and r.get("curve")]
+        if not runs:
+            continue
+        colour = colours[index % len(colours)]
+        for curve in runs:
+            for ax, x in zip(axes, ("iteration", "seconds")):
+                ax.plot(
+                    [p[x] for p in curve],
+                    [100 * p["mIoU"] for p in curve],
+                    color=colour,
+                    alpha=0.3,
+                    lw=0.8,
+                )
+        common = sorted(set.intersection(*(set(p["iteration"] for p in c) for c in runs)))
+        if common:
+            at = [{p["iteration"]: p for p in c} for c in runs]
+            mean = [np.mean([100 * a[i]["mIoU"] for a in at]) for i in common]
+            seconds = [np.mean([a[i]["seconds"] for a in at]) for i in common]
+            axes[0].plot(common, mean, color=colour, lw=2, label=variant.name)
+            axes[1].plot(seconds, mean, color=colour, lw=2, label=variant.name)
+    axes[0].set_xlabel("iteration")
+    axes[1].set_xlabel("training time (s, validation excluded)")
+    for ax in axes:
+        ax.set_ylabel("validation mIoU (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{study.title}: learning curves (thin: each seed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sweep(study: Study, chosen: dict, path: Path) -> None:
+    """The tuning metric at each sweep point, a line per variant (log x for a single
+    numeric key such as the learning rate)."""
+    plt = _pyplot()
+    sweep = study.sweep
+    points = sweep.points()
+    single = len(sweep.grid) == 1 and all(
+        isinstance(v, int | float) for v in next(iter(sweep.grid.values()))
+    )
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for variant in study.variants:
+        scores = {point_label(p): v for p, v in chosen.get(variant.name, {}).get("scores", [])}
+        values = [scores.get(point_label(p)) for p in points]
+        ys = [math.nan if v is None else 100 * v for v in values]
+        xs = [next(iter(p.values())) for p in points] if single else list(range(len(points)))
+        ax.plot(xs, ys, "o-", label=variant.name)
+    if single:
+        ax.set_xscale("log")
+        ax.set_xlabel(next(iter(sweep.grid)))
+    else:
+        ax.set_xticks(range(len(points)), [point_label(p) for p in points], rotation=30, ha="right")
+    ax.set_ylabel(f"{sweep.metric} (%) on {sweep.split}")
+    ax.set_title(f"{study.title}: tuning")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 # ---------------------------------------------------------------- predictions
@@ -566,7 +1069,7 @@ def prediction_grid(study: Study, records: list[dict], path: Path) -> bool:
 def _load_model(study: Study, record: dict):
     from seg.engine.checkpoint import load_for_inference
 
-    checkpoint = Path(record["dir"]) / f"{study.checkpoint}.pt"
+    checkpoint = study.root / record["dir"] / f"{study.checkpoint}.pt"
     overrides = (f"eval.split={record['split']}",)
     return load_for_inference(checkpoint, overrides, device=study.device or "cpu")
 

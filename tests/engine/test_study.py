@@ -9,22 +9,32 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 import yaml
 
 from seg.engine.study import (
     SETTINGS_FILE,
     Study,
     StudyError,
+    Sweep,
     Variant,
     aggregate,
     check_budgets,
+    choose_points,
     claim_run,
+    equal_time_study,
+    final_study,
     find_finished,
+    is_collapsed,
     markdown,
+    mean_ci,
     mean_std,
+    paired_differences,
     plan_run,
+    read_curve,
     read_study,
     study_from_configs,
+    sweep_study,
     with_options,
     write_results,
 )
@@ -129,7 +139,11 @@ def test_a_study_of_config_files_and_the_command_lines_choices(tmp_path, config,
 
 def test_check_budgets_refuses_variants_that_would_not_compare(tmp_path, config):
     same = _study(
-        config, tmp_path, ("a", ["model.down=max"]), ("b", []), overrides=["train.iters=4"]
+        config,
+        tmp_path,
+        ("a", ["model.down=max", "model.up=bilinear"]),
+        ("b", []),
+        overrides=["train.iters=4"],
     )
     assert check_budgets(same) == {"iters": 4, "batch_size": 2}
     budgets = _study(config, tmp_path, ("short", ["train.iters=2"]), ("long", ["train.iters=5"]))
@@ -162,7 +176,7 @@ def _finish(run, miou: float) -> None:
 
 
 def test_find_finished_returns_only_runs_that_finished_with_the_same_training(tmp_path, config):
-    study = _study(config, tmp_path / "out", ("a", ["model.down=max"]))
+    study = _study(config, tmp_path / "out", ("a", ["model.down=max", "model.up=bilinear"]))
     variant = study.variants[0]
     assert find_finished(study, variant, 0) is None  # never started
     run = plan_run(study, variant, 0)
@@ -269,26 +283,141 @@ def test_markdown_holds_a_row_per_variant_the_classes_and_the_failures(tmp_path,
     text = markdown(study, rows, records, _header(done=3, planned=9))
     lines = text.splitlines()
     assert lines[0] == "# My study"
-    assert "- budget: 3 iterations x batch 2, seeds 0 1 2, scored on the val split" in text
+    assert "- budget: 3 iterations x batch 2, seeds 0 1 2, scored once on the val split" in text
     assert "- **incomplete**: 3 of 9 runs so far" in lines
     assert (
-        "| variant | runs | mIoU | mBIoU | aAcc | mAcc | params (M) | s/iter | peak RSS, MiB |"
-        in (lines)
+        "| variant | runs | collapsed | mIoU | mBIoU | aAcc | mAcc | params (M) | s/iter "
+        "| peak RSS, MiB |" in lines
     )
+    # mean ± the 95 % t interval's half-width: t(0.975, 2) * s / sqrt(3)
     mious = np.array([0.50, 0.60, 0.65])
-    mean, std = 100 * mious.mean(), 100 * mious.std(ddof=1)
+    mean = 100 * mious.mean()
+    half = 100 * scipy.stats.t.ppf(0.975, 2) * mious.std(ddof=1) / math.sqrt(3)
     assert (
-        f"| a | 3/3 | {mean:.2f} ± {std:.2f} | {mean / 2:.2f} ± {std / 2:.2f} | 90.00 ± 0.00 | - "
-        f"| 2.500 | 0.110 | 301 |"
+        f"| a | 3/3 | 0 | {mean:.2f} ± {half:.2f} | {mean / 2:.2f} ± {half / 2:.2f} "
+        f"| 90.00 ± 0.00 | - | 2.500 | 0.110 | 301 |"
     ) in lines
-    assert "| b | 1/3 | 30.00 | 15.00 | 90.00 | - | 2.500 | 0.200 | 300 |" in lines
-    assert "| c | 0/3 | - | - | - | - | - | - | - |" in lines
+    assert "| b | 1/3 | 0 | 30.00 | 15.00 | 90.00 | - | 2.500 | 0.200 | 300 |" in lines
+    assert "| c | 0/3 | 0 | - | - | - | - | - | - | - |" in lines
     assert "| class | a | b | c |" in lines
-    assert "| road | 30.00 ± 14.14 | 10.00 | - |" in lines
+    assert "| road | 30.00 ± 14.14 | 10.00 | - |" in lines  # per class: mean ± std
     assert "- b seed 1: exit 1, ValueError: out of cheese" in lines
     assert "  (log: runs/c/seed0/compare.log)" in lines
+    # a vs b: one common seed, no interval; a vs c: none
+    assert "| b | 1 | +20.00 | +10.00 | too few seeds for an interval |" in lines
     finished = markdown(study, rows, records[:4], _header(done=4, planned=4))
     assert "incomplete" not in finished and "Failed runs" not in finished
+
+
+def test_mean_ci_is_the_t_interval():
+    values = [0.31, 0.35, 0.29, 0.40, 0.33]
+    mean, half = mean_ci(values)
+    expected = scipy.stats.t.interval(0.95, 4, loc=np.mean(values), scale=scipy.stats.sem(values))
+    assert (mean - half, mean + half) == pytest.approx(expected)
+    assert math.isnan(mean_ci([0.5])[1]) and mean_ci([0.5])[0] == 0.5
+    assert mean_ci([0.2, math.nan, 0.4])[0] == pytest.approx(0.3)
+
+
+def test_paired_differences_claim_only_what_the_interval_supports():
+    ref = [_record("lift", s, m, 0.1, 0.2) for s, m in enumerate([0.50, 0.52, 0.55, 0.51])]
+    ahead = [_record("max", s, m, 0.1, 0.1) for s, m in enumerate([0.40, 0.41, 0.46, 0.42])]
+    level = [_record("skip", s, m, 0.1, 0.1) for s, m in enumerate([0.55, 0.45, 0.60, 0.48])]
+    rows = paired_differences("lift", [*ref, *ahead, *level], ["max", "skip"])
+    by = {row["variant"]: row for row in rows}
+    diffs = np.array([0.10, 0.11, 0.09, 0.09])
+    low, high = scipy.stats.t.interval(0.95, 3, loc=diffs.mean(), scale=scipy.stats.sem(diffs))
+    assert by["max"]["mIoU"]["mean"] == pytest.approx(diffs.mean())
+    assert (by["max"]["mIoU"]["low"], by["max"]["mIoU"]["high"]) == pytest.approx((low, high))
+    assert by["max"]["verdict"] == "lift ahead" and by["max"]["seeds"] == [0, 1, 2, 3]
+    assert by["skip"]["verdict"] == "no significant difference"
+    behind = paired_differences("max", [*ref, *ahead], ["lift"])[0]
+    assert behind["verdict"] == "lift ahead"  # the other way round: the interval is below 0
+
+
+def test_a_run_predicting_one_class_is_flagged_collapsed():
+    prior = {"confusion_matrix": [[900, 0], [95, 5]]}  # 995 of 1000 predicted as class 0
+    learned = {"confusion_matrix": [[880, 20], [40, 60]]}
+    assert is_collapsed(prior) and not is_collapsed(learned)
+    assert not is_collapsed({"confusion_matrix": [[0, 0], [0, 0]]})
+
+
+def test_read_curve_keeps_one_point_per_iteration(tmp_path):
+    lines = [
+        {"iteration": 100, "seconds": 10.0, "mIoU": 0.1, "mBIoU": 0.05},
+        {"iteration": 200, "seconds": 20.0, "mIoU": 0.2, "mBIoU": 0.1},
+        {"iteration": 200, "seconds": 21.0, "mIoU": 0.25, "mBIoU": 0.1},  # again, after a resume
+        {"iteration": 300, "seconds": 30.0, "mIoU": 0.3, "mBIoU": 0.2},
+    ]
+    (tmp_path / "curve.jsonl").write_text("".join(json.dumps(p) + "\n" for p in lines))
+    curve = read_curve(tmp_path)
+    assert [p["iteration"] for p in curve] == [100, 200, 300] and curve[1]["mIoU"] == 0.25
+    assert read_curve(tmp_path / "none") == []
+
+
+def test_sweep_chooses_each_variants_best_point_on_its_own(tmp_path, config):
+    sweep = Sweep(grid={"train.lr": [0.01, 0.05]}, overrides=["train.iters=2"], seed=7)
+    study = _study(
+        config, tmp_path, ("a", ["model.down=max", "model.up=bilinear"]), ("b", []), sweep=sweep
+    )
+    tuning = sweep_study(study)
+    assert [v.name for v in tuning.variants] == [
+        "a | train.lr=0.01", "a | train.lr=0.05", "b | train.lr=0.01", "b | train.lr=0.05",
+    ]  # fmt: skip
+    assert tuning.variants[1].overrides == [
+        "model.down=max", "model.up=bilinear", "train.iters=2", "train.lr=0.05"
+    ]  # fmt: skip
+    assert tuning.seeds == [7] and tuning.split == "val" and tuning.out == tmp_path / "sweep"
+    scores = {"a | train.lr=0.01": 0.3, "a | train.lr=0.05": 0.4, "b | train.lr=0.01": 0.5}
+    records = [_record(name, 7, m, None, 0.1) for name, m in scores.items()]
+    records.append(_failed("b | train.lr=0.05", 7))
+    chosen = choose_points(study, records)
+    assert chosen["a"]["point"] == {"train.lr": 0.05} and chosen["a"]["score"] == 0.4
+    assert chosen["b"]["point"] == {"train.lr": 0.01}
+    assert chosen["b"]["scores"] == [({"train.lr": 0.01}, 0.5), ({"train.lr": 0.05}, None)]
+    final = final_study(study, chosen)
+    assert final.variants[0].overrides == ["model.down=max", "model.up=bilinear", "train.lr=0.05"]
+    assert check_budgets(final)["iters"] == 3  # the full budget, not the sweep's
+    with pytest.raises(StudyError, match="every sweep run of 'a' failed"):
+        choose_points(study, [_failed("a | train.lr=0.01", 7), _failed("a | train.lr=0.05", 7)])
+
+
+def test_equal_time_gives_each_variant_the_references_training_time(tmp_path, config):
+    study = _study(
+        config,
+        tmp_path,
+        ("lift", []),
+        ("max", ["model.down=max", "model.up=bilinear"]),
+        seeds=[0, 1],
+    )
+    records = [_record("lift", s, 0.5, None, 0.30) for s in (0, 1)]
+    records += [_record("max", s, 0.4, None, spi) for s, spi in ((0, 0.10), (1, 0.20))]
+    timed = equal_time_study(study, records)
+    assert [v.name for v in timed.variants] == ["max (equal time)"]
+    assert timed.variants[0].overrides[-1] == "train.iters=6"  # 3 iters x 0.30 / 0.15
+    assert timed.out == tmp_path / "equal_time"
+    assert equal_time_study(study, records[:2]) is None  # max not timed yet
+
+
+def test_read_study_takes_the_protocol(tmp_path, config):
+    path = tmp_path / "fair.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "config": str(config),
+                "variants": {"a": [], "b": ["model.down=max", "model.up=bilinear"]},
+                "sweep": {"grid": {"train.lr": ["1e-3", 0.01]}, "set": ["train.iters=2"]},
+                "reference": "b",
+                "equal_time": True,
+            }
+        ).replace("'1e-3'", "1e-3")
+    )
+    study = read_study(path)
+    assert study.sweep.grid == {"train.lr": [0.001, 0.01]}  # 1e-3 read as a number
+    assert study.sweep.overrides == ["train.iters=2"] and study.sweep.split == "val"
+    assert study.reference_name == "b" and study.equal_time
+    path.write_text(path.read_text().replace("reference: b", "reference: z"))
+    with pytest.raises(StudyError, match="reference 'z' is not a variant"):
+        read_study(path)
 
 
 def test_write_results_writes_the_tables_and_the_plot(tmp_path, records):
