@@ -115,6 +115,14 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms + cudnn.deterministic
     # validate on the first N images only (null = all)
     val_max_images: Annotated[int | None, Range(ge=1)] = None
+    # Fine-tuning: start from the weights in this file (a liftseg checkpoint, a torch.save'd
+    # state_dict or a .safetensors file): weights only, optimizer and iteration start afresh.
+    # Tensors whose name or shape doesn't fit the model (a head for another class count)
+    # keep their initialisation and are listed by name in train.log. Applied once, before
+    # the first step; a --resume restores the run's own weights and doesn't apply it again.
+    load_from: str | None = None
+    # with load_from: refuse (naming them) tensors that don't fit, instead of skipping them
+    load_strict: bool = False
 
     def check(self) -> None:
         """Types and ranges (from the annotations), loss names, and the rules between fields.
@@ -130,6 +138,15 @@ class TrainConfig:
         check_keys("train.loss", self.loss, LOSSES, what="loss")
         if len(self.betas) != 2:
             raise ConfigError(f"train.betas must be two numbers [beta1, beta2], got {self.betas}")
+        if self.load_from is not None and not self.load_from.strip():
+            raise ConfigError(
+                "train.load_from is empty: give the weights file to start from, or null"
+            )
+        if self.load_strict and self.load_from is None:
+            raise ConfigError(
+                "train.load_strict needs train.load_from (the weights to load strictly): "
+                "tools/train.py CONFIG --load-from CKPT --strict"
+            )
         if self.min_lr > self.lr:
             raise ConfigError(
                 f"train.min_lr ({self.min_lr:g}) must be <= train.lr ({self.lr:g}): the "

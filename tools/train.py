@@ -4,19 +4,26 @@
     python tools/train.py CONFIG --set train.lr=0.02 model.up=bilinear data.root=/data/voc
     python tools/train.py CONFIG --work-dir work_dirs/try1 --resume         # latest last.pt
     python tools/train.py CONFIG --resume work_dirs/try1/last.pt            # a given one
+    python tools/train.py CONFIG --load-from work_dirs/voc/best.pt          # fine-tune
     torchrun --nproc_per_node 4 tools/train.py CONFIG                       # DDP (NCCL/gloo)
 
 Writes to the work dir (default work_dirs/<config name>): config.yaml (the resolved
 config), train.log, tb/ (TensorBoard), last.pt, best.pt, metrics.json and metrics.md.
 Ctrl-C or SIGTERM finishes the step, saves last.pt and exits with 128 + the signal number.
 A work dir that already holds a run is refused: continue it with --resume, or replace it
-with --force. A config error (one line naming the key) exits with 2, missing data or
-divergence with 1 (SEG_DEBUG=1 shows the traceback).
+with --force. --load-from (train.load_from) starts a new run from the weights of a
+checkpoint, a state_dict or a .safetensors file (weights only: optimizer, schedule and
+iteration start afresh); tensors whose name or shape differ, such as a head for another
+number of classes, keep their initialisation and are listed by name, and --strict refuses
+them instead. A resume restores its own weights and does not load them again.
+A config error (one line naming the key) exits with 2, missing data or divergence with 1
+(SEG_DEBUG=1 shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from seg.config import load_config
@@ -49,6 +56,18 @@ def main(argv: list[str] | None = None) -> int:
         help="continue from CKPT, or without a value from WORK_DIR/last.pt",
     )
     parser.add_argument(
+        "--load-from",
+        metavar="CKPT",
+        help="fine-tune: start from these weights (checkpoint, state_dict or .safetensors); "
+        "sets train.load_from",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="with --load-from: refuse weights that don't fit the model instead of skipping "
+        "them (train.load_strict)",
+    )
+    parser.add_argument(
         "--force",
         action="store_true",
         help="start a new run in a work dir that holds one, replacing its checkpoints/metrics",
@@ -58,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.set)
     if args.work_dir:
         overrides.append(f"output.work_dir={args.work_dir}")
+    if args.load_from is not None:  # quoted: a path is a string whatever it looks like
+        overrides.append(f"train.load_from={json.dumps(args.load_from)}")
+    if args.strict:
+        overrides.append("train.load_strict=true")
     try:
         cfg = load_config(args.config, overrides)
         result = train(cfg, resume=args.resume, device=args.device, force=args.force)

@@ -3,13 +3,16 @@
 A checkpoint loads with ``torch.load(path, weights_only=True)``: it holds the model,
 optimizer, LR-scheduler and grad-scaler states, the iteration, the best score, the RNG
 states and the resolved config (a dictionary), plus what inference needs without the data
-set (class names, palette, normalisation).
+set (class names, palette, normalisation). `load_weights` starts a fine-tune from the
+weights of a checkpoint, a state_dict or a ``.safetensors`` file, skipping by name what
+doesn't fit.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seg.config import Config, config_from_dict, load_config
+from seg.config import Config, ConfigError, config_from_dict, load_config
 from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from seg.models import build_model
 
@@ -135,6 +138,146 @@ def _load_bare_weights(state, path, overrides, device, config) -> tuple[nn.Modul
         ) from error
     meta = data_meta(build_dataset(cfg.data, cfg.eval.split), cfg.data)
     return model.to(device).eval(), cfg, meta
+
+
+# ---------------------------------------------------------------- weights for fine-tuning
+
+
+WEIGHT_FORMATS = (
+    "a liftseg checkpoint (last.pt / best.pt), a torch.save'd state_dict (.pt / .pth) or a "
+    ".safetensors file"
+)
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model weights stored in ``path``, by name, on the CPU.
+
+    ``path`` is a liftseg checkpoint (its ``model``), a state_dict saved with ``torch.save``
+    (bare, or as ``{"state_dict": ...}``) or a ``.safetensors`` file. A ``module.`` prefix on
+    every name (a DistributedDataParallel model saved whole) is dropped.
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        CheckpointError: the file holds no state_dict (the message says what it holds).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path} (give {WEIGHT_FORMATS})")
+    if path.suffix == ".safetensors":
+        state = _read_safetensors(path)
+    else:
+        state = load_checkpoint(path)
+    if isinstance(state, dict) and not _is_state_dict(state):
+        state = state.get("model", state.get("state_dict", state))
+    if not _is_state_dict(state):
+        kind = f"keys {sorted(map(str, state))[:8]}" if isinstance(state, dict) else "no dict"
+        raise CheckpointError(
+            f"{path} holds no model weights ({type(state).__name__} with {kind}): "
+            f"give {WEIGHT_FORMATS}"
+        )
+    prefix = "module."
+    if all(name.startswith(prefix) for name in state):
+        state = {name[len(prefix) :]: tensor for name, tensor in state.items()}
+    return state
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read {path} as safetensors ({error})") from error
+
+
+@dataclass
+class WeightMatch:
+    """How a weights file fits a model, tensor by tensor (names in the model's order)."""
+
+    loaded: list[str] = field(default_factory=list)
+    # "name (file [4, 16, 3, 3], model [6, 16, 3, 3])": kept as the model initialised them
+    mismatched: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # in the model, not in the file
+    unexpected: list[str] = field(default_factory=list)  # in the file, not in the model
+
+    @property
+    def complete(self) -> bool:
+        """Every tensor of the model came from the file, and every tensor of the file fitted."""
+        return not (self.mismatched or self.missing or self.unexpected)
+
+    def skipped(self, limit: int | None = None) -> list[str]:
+        """One ``"<what>: name, name, ..."`` line per kind of tensor that was not loaded."""
+        kinds = (
+            ("shape differs (kept as initialised)", self.mismatched),
+            ("missing from the file (kept as initialised)", self.missing),
+            ("not in the model (ignored)", self.unexpected),
+        )
+        lines = []
+        for what, names in kinds:
+            if names:
+                shown = names if limit is None else names[:limit]
+                more = f", ... ({len(names) - len(shown)} more)" if len(names) > len(shown) else ""
+                lines.append(f"{len(names)} {what}: {', '.join(shown)}{more}")
+        return lines
+
+
+def match_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> WeightMatch:
+    """Sort ``weights`` into those that fit ``model`` (same name and shape) and the rest.
+
+    A tensor the model shares under two names (a LiftUpPool holds its LiftDownPool's
+    predictors) counts as loaded when the file has it under either: safetensors'
+    ``save_model`` keeps one name of each shared tensor.
+    """
+    own = model.state_dict()
+    match = WeightMatch()
+    for name, tensor in own.items():
+        if name not in weights:
+            match.missing.append(name)
+        elif weights[name].shape != tensor.shape:
+            shapes = f"file {list(weights[name].shape)}, model {list(tensor.shape)}"
+            match.mismatched.append(f"{name} ({shapes})")
+        else:
+            match.loaded.append(name)
+    filled = {_identity(own[name]) for name in match.loaded}
+    match.missing = [name for name in match.missing if _identity(own[name]) not in filled]
+    match.unexpected = [name for name in weights if name not in own]
+    return match
+
+
+def _identity(tensor: torch.Tensor) -> tuple:
+    """Equal for two names of one tensor (same memory, shape and strides)."""
+    return (tensor.device, tensor.data_ptr(), tuple(tensor.shape), tensor.stride())
+
+
+def load_weights(model: nn.Module, path: str | Path, strict: bool = False) -> WeightMatch:
+    """Copy the tensors of ``path`` (see `read_weights`) that fit ``model`` into it.
+
+    The rest are skipped by name (a new head for another class count keeps its
+    initialisation) and listed in the returned `WeightMatch`; with ``strict``, any of them
+    is an error and nothing is loaded.
+
+    Raises:
+        ConfigError: ``strict`` and a tensor doesn't fit, or no tensor fits at all (the file
+            holds another model); the message lists them.
+        FileNotFoundError, CheckpointError: as `read_weights`.
+    """
+    weights = read_weights(path)
+    match = match_weights(model, weights)
+    if not match.loaded:
+        raise ConfigError(
+            f"none of the {len(weights)} tensors in {path} fits the model (e.g. "
+            f"{', '.join(list(weights)[:3])}): it holds the weights of another model; "
+            "load weights of this architecture"
+        )
+    if strict and not match.complete:
+        raise ConfigError(
+            f"--strict: the weights in {path} do not fit the model exactly; "
+            f"{'; '.join(match.skipped(limit=10))}. Drop --strict (train.load_strict) to "
+            "skip these by name, e.g. a head for another number of classes"
+        )
+    model.load_state_dict({name: weights[name] for name in match.loaded}, strict=False)
+    return match
 
 
 def data_meta(dataset, data_cfg: dict) -> dict:

@@ -409,6 +409,8 @@ def validate_and_log(run: Run, val_set, dist_info: DistInfo, writer=None) -> dic
         metrics["mAcc"],
         metrics["aAcc"],
     )
+    if dist_info.is_main:
+        rundir.append_curve(cfg.work_dir, run.iteration, run.cost["train_seconds"], metrics)
     if writer is not None:
         _write_validation(writer, run, metrics, result.samples)
     if run.device.type == "cuda":  # the peak is training's, not validation's
@@ -471,6 +473,11 @@ def _setup(
         state = _load_resume_state(cfg, resume)
     else:
         rundir.prepare_fresh_start(cfg.work_dir, force, dist_info.is_main)
+        load_from = cfg.train.load_from
+        if load_from is not None and not Path(load_from).is_file():  # found before any write
+            raise FileNotFoundError(
+                f"train.load_from: {load_from} not found; give {ckpt.WEIGHT_FORMATS}"
+            )
     if dist_info.is_main:
         cfg.work_dir.mkdir(parents=True, exist_ok=True)
         rundir.remove_stale_temporaries(cfg.work_dir)
@@ -498,6 +505,27 @@ def _load_resume_state(cfg: Config, resume: str | Path | bool) -> dict:
     rundir.check_resumable(path, Run.stored_config(state), cfg.to_dict())
     state["_path"] = str(path)
     return state
+
+
+def load_pretrained(run: Run) -> ckpt.WeightMatch:
+    """Fine-tuning: ``train.load_from``'s weights into the model, before the first step.
+
+    Weights only: the optimizer, schedule and iteration start afresh. Tensors that don't fit
+    (another class count's head) keep their initialisation, each named in the log; with
+    ``train.load_strict`` they are a `ConfigError` instead (see `checkpoint.load_weights`).
+    """
+    tcfg = run.cfg.train
+    match = ckpt.load_weights(run.model, tcfg.load_from, strict=tcfg.load_strict)
+    total = len(match.loaded) + len(match.mismatched) + len(match.missing)
+    log.info(
+        "fine-tuning from %s: loaded %d of the model's %d tensors",
+        tcfg.load_from,
+        len(match.loaded),
+        total,
+    )
+    for line in match.skipped():
+        log.warning("load_from %s: %s", tcfg.load_from, line)
+    return match
 
 
 def _build_data(cfg: Config) -> tuple[Dataset, Dataset, dict]:
@@ -583,7 +611,9 @@ def train(
     Args:
         resume: True = ``last.pt`` of the work dir, a path = that checkpoint (either must
             exist and have been trained with ``cfg``, up to
-            `rundir.SAFE_TO_CHANGE_ON_RESUME`), None/False = a new run.
+            `rundir.SAFE_TO_CHANGE_ON_RESUME`), None/False = a new run. A new run with
+            ``train.load_from`` starts from those weights (`load_pretrained`); a resume
+            restores the checkpoint's own and doesn't apply it again.
         device: ``"cpu"``, ``"cuda"`` or None (CUDA when available).
         stop_after: behave as if SIGTERM arrived after this iteration (split a run into
             jobs of a fixed length; tests use it to interrupt deterministically).
@@ -601,9 +631,16 @@ def train(
     torch.manual_seed(cfg.train.seed)
     train_set, val_set, meta = _build_data(cfg)
     run = build_run(cfg, dist_info, meta, _build_losses(cfg, train_set))
-    if state is not None:
+    if state is not None:  # a resume restores its own weights: load_from is not applied again
         run.load_state_dict(state)
-        log.info("resumed from %s at iteration %d", state["_path"], run.iteration)
+        log.info(
+            "resumed from %s at iteration %d%s",
+            state["_path"],
+            run.iteration,
+            "; train.load_from is not applied again" if cfg.train.load_from else "",
+        )
+    elif cfg.train.load_from is not None:
+        load_pretrained(run)
     batches = _train_loader(run, train_set, dist_info)
     run.restore_rng()
 
