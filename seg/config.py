@@ -78,8 +78,17 @@ class TrainConfig:
     """The training schedule. Iteration-based: ``iters`` optimizer steps in all."""
 
     iters: Annotated[int, Range(ge=1)] = 2000
-    # per process; the global batch is batch_size * world size
+    # per process and micro-batch; the global batch is batch_size * accumulate * world size
     batch_size: Annotated[int, Range(ge=1)] = 8
+    # Gradient accumulation: each optimizer step adds up the gradients of `accumulate`
+    # micro-batches of batch_size (each one's loss scaled by 1/accumulate; under DDP the
+    # gradients are synchronised once, on the last), so a step sees accumulate times the
+    # images at the memory of one micro-batch. iters, the LR schedule and every interval
+    # count optimizer steps; the NaN guard covers every micro-batch and grad_clip clips the
+    # summed gradient. Equal to a batch accumulate times larger except where a micro-batch
+    # is normalised on its own: BatchNorm statistics, and a mean over labelled pixels that
+    # weighs micro-batches with more ignored pixels like the others.
+    accumulate: Annotated[int, Range(ge=1)] = 1
     workers: Annotated[int, Range(ge=0)] = 2  # data-loading processes per training process
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: Annotated[float, Range(gt=0)] = 0.01

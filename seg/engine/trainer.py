@@ -6,11 +6,14 @@ validating every ``val_interval`` steps and writing ``last.pt`` / ``best.pt`` at
 
 Resuming is exact: the sampler's stream and every augmentation are functions of
 ``(seed, rank, position in the stream)``, and the checkpoint holds every other state, so
-a run stopped at step k and resumed ends with the weights of an uninterrupted run.
+a run stopped at step k and resumed ends with the weights of an uninterrupted run. With
+``train.accumulate`` K, a step reads K micro-batches; checkpoints fall between steps, so
+step k resumes at position ``k * batch_size * K``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -209,6 +212,8 @@ class Run:
     cost: dict = field(default_factory=_empty_cost)
     lr: float = math.nan  # the learning rate of the last step
     world_size: int = 1
+    # the micro-batches per step that the LiftPool regulariser weights are set for
+    reg_micro_batches: int = 1
     _rng: dict | None = field(default=None, repr=False)
 
     def state_dict(self) -> dict:
@@ -294,48 +299,88 @@ def build_run(cfg: Config, dist_info: DistInfo, meta: dict, losses: dict) -> Run
 
 
 def train_step(
-    run: Run, batch: tuple[Tensor, Tensor], stop: _Stop | None = None
+    run: Run,
+    batch: tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]],
+    stop: _Stop | None = None,
 ) -> tuple[dict[str, Tensor], Tensor]:
-    """One optimizer step on ``batch``: forward, losses, NaN/signal check, backward, clip,
-    update, LR schedule.
+    """One optimizer step: forward, losses and backward of each micro-batch, then the
+    NaN/signal check, clip, update, LR schedule.
 
-    Returns the loss terms (the LiftPool regularisers as ``reg_u`` / ``reg_p``, which the
-    layers put into the gradient themselves) and ``flags``: ``[any term not finite, a
-    signal arrived]`` summed over every process, so all of them stop at the same step.
+    ``batch`` is one ``(images, masks)`` batch, or a list of K micro-batches
+    (``train.accumulate``) whose gradients add up, each loss scaled by 1/K; under DDP the
+    gradients are synchronised on the last one only.
+
+    Returns the loss terms, averaged over the micro-batches (the LiftPool regularisers as
+    ``reg_u`` / ``reg_p``, which the layers put into the gradient themselves), and
+    ``flags``: ``[any term of any micro-batch not finite, a signal arrived]`` summed over
+    every process, so all of them stop at the same step.
     Raises:
         TrainingDiverged: a term is NaN/inf; the weights are left as they were.
     """
-    tcfg = run.cfg.train
-    images = batch[0].to(run.device, non_blocking=True)
-    masks = batch[1].to(run.device, non_blocking=True)
-    autocast = torch.autocast(
-        run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None
-    )
-    with autocast, record_lift_regularization() as reg:
-        logits = run.net(images)
-    terms = {name: w * fn(logits.float(), masks) for name, (w, fn) in run.losses.items()}
-    loss = sum(terms.values())  # what backward needs; the regularisers ride along
-    if reg.calls:
-        terms["reg_u"] = tcfg.lambda_u * reg.c_u
-        terms["reg_p"] = tcfg.lambda_p * reg.c_p
+    micro_batches = [batch] if isinstance(batch[0], Tensor) else list(batch)
+    count = len(micro_batches)
+    _weigh_regularizers(run, count)
+    run.optimizer.zero_grad(set_to_none=True)
+    steps = [
+        _forward_backward(run, micro, count, sync=index == count - 1)
+        for index, micro in enumerate(micro_batches)
+    ]
+    terms = {name: sum(step[name] for step in steps) / count for name in steps[0]}
     # Built on the device: the step waits for the GPU once, at `flags[0] > 0`.
-    nonfinite = torch.stack([~torch.isfinite(t.detach()) for t in terms.values()]).any()
+    nonfinite = torch.stack([~torch.isfinite(t) for step in steps for t in step.values()]).any()
     signalled = float(stop is not None and stop.signum is not None)
     flags = torch.stack([nonfinite.float(), torch.tensor(signalled, device=run.device)])
     all_reduce_sum(flags)
     if flags[0] > 0:
+        run.optimizer.zero_grad(set_to_none=True)
         raise _diverged(run, terms)
-    run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
-    if tcfg.grad_clip is not None:
+    if run.cfg.train.grad_clip is not None:
         run.scaler.unscale_(run.optimizer)
-        nn.utils.clip_grad_norm_(run.model.parameters(), tcfg.grad_clip)
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.lr = run.optimizer.param_groups[0]["lr"]
     run.scheduler.step()
     run.iteration += 1
     return terms, flags
+
+
+def _forward_backward(
+    run: Run, batch: tuple[Tensor, Tensor], count: int, sync: bool
+) -> dict[str, Tensor]:
+    """Forward, losses and backward of one of ``count`` micro-batches (loss / ``count``);
+    DDP synchronises the gradients only when ``sync``. Returns the detached loss terms."""
+    tcfg = run.cfg.train
+    images = batch[0].to(run.device, non_blocking=True)
+    masks = batch[1].to(run.device, non_blocking=True)
+    autocast = torch.autocast(
+        run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None
+    )
+    # DDP reduces gradients in the backward of a forward made outside no_sync: the last one.
+    no_sync = getattr(run.net, "no_sync", None)
+    with contextlib.nullcontext() if sync or no_sync is None else no_sync():
+        with autocast, record_lift_regularization() as reg:
+            logits = run.net(images)
+        terms = {name: w * fn(logits.float(), masks) for name, (w, fn) in run.losses.items()}
+        loss = sum(terms.values())  # what backward needs; the regularisers ride along
+        run.scaler.scale(loss / count).backward()
+    if reg.calls:
+        terms["reg_u"] = tcfg.lambda_u * reg.c_u
+        terms["reg_p"] = tcfg.lambda_p * reg.c_p
+    return {name: term.detach() for name, term in terms.items()}
+
+
+def _weigh_regularizers(run: Run, count: int) -> None:
+    """LiftPool regulariser weights for steps of ``count`` micro-batches: ``lambda / count``.
+
+    Each LiftDownPool call gives its regulariser gradient 1 whatever the loss is scaled by
+    (`seg.ops.set_lift_regularization`), so without this K micro-batches would add it K
+    times where one batch of them all adds it once.
+    """
+    if run.reg_micro_batches != count:
+        tcfg = run.cfg.train
+        set_lift_regularization(run.model, tcfg.lambda_u / count, tcfg.lambda_p / count)
+        run.reg_micro_batches = count
 
 
 def _diverged(run: Run, terms: dict[str, Tensor]) -> TrainingDiverged:
@@ -560,7 +605,7 @@ def _train_loader(run: Run, train_set, dist_info: DistInfo) -> Iterator:
         dist_info.rank,
         dist_info.world_size,
         tcfg.seed,
-        run.iteration * tcfg.batch_size,
+        run.iteration * tcfg.batch_size * tcfg.accumulate,  # steps are written whole
     )
     loader = DataLoader(
         SeededSamples(train_set),
@@ -685,15 +730,15 @@ def _loop(run: Run, batches, val_set, dist_info, stop, stop_after, writer, progr
     tick, seen = time.perf_counter(), 0
     while run.iteration < tcfg.iters:
         start = time.perf_counter()
-        batch = next(batches)
-        terms, flags = train_step(run, batch, stop)
+        micro_batches = [next(batches) for _ in range(tcfg.accumulate)]
+        terms, flags = train_step(run, micro_batches, stop)
         synchronize(run.device)  # backward and update ran async
         run.cost["train_seconds"] += time.perf_counter() - start
         run.cost["timed_iters"] += 1
         run.cost["peak_memory_mib"] = max(
             run.cost["peak_memory_mib"], peak_memory_mib(run.device)[0]
         )
-        seen += batch[0].shape[0] * dist_info.world_size
+        seen += sum(images.shape[0] for images, _ in micro_batches) * dist_info.world_size
         if progress is not None:
             progress.update(1)
         it = run.iteration
