@@ -28,8 +28,9 @@ from torch import nn
 from seg.ops import DOWNS, UPS
 from seg.registry import ConfigError, check_keys, config_error
 
+from . import deeplab, segnet
 from .deeplab import DeepLabV3Plus
-from .segnet import SegNet
+from .segnet import SegNet, segnet_pairs, segnet_ups
 
 MODELS: dict[str, type[nn.Module]] = {
     "segnet": SegNet,
@@ -52,12 +53,51 @@ def model_options(name: str) -> list[str]:
     return sorted(keys | _pool_option_names())
 
 
+def pooling_choices(name: str) -> dict[str, tuple[str, ...]]:
+    """The pooling names model ``name`` accepts, per config key (``down``, ``up``).
+
+    SegNet: every registered down, every registered up and each with ``+skip`` (the
+    skip-connection control). DeepLabV3+: ``up`` ``bilinear`` or ``lift``.
+    """
+    if name == "segnet":
+        return {"down": tuple(DOWNS), "up": segnet_ups()}
+    return {"up": deeplab.UPS}
+
+
+def _default(name: str, key: str) -> Any:
+    return inspect.signature(MODELS[name].__init__).parameters[key].default
+
+
+def _check_pooling(name: str, kwargs: Mapping[str, Any]) -> None:
+    up = kwargs.get("up")
+    if name == "deeplabv3plus" and isinstance(up, str) and up.endswith(segnet.SKIP_SUFFIX):
+        raise ConfigError(
+            f"model.up: {deeplab.SKIP_REFUSAL}. Choose one of: {', '.join(deeplab.UPS)}"
+        )
+    choices = pooling_choices(name)
+    for key, valid in choices.items():
+        if key in kwargs:
+            check_keys(f"model.{key}", [kwargs[key]], valid, what=f"{key} pooling")
+    if name == "segnet" and ("down" in kwargs or "up" in kwargs):
+        down = kwargs.get("down", _default(name, "down"))
+        up = kwargs.get("up", _default(name, "up"))
+        try:
+            segnet.check_pair(down, up)
+        except ValueError as error:  # the message build_model would give, without building
+            raise config_error(
+                f"model: a {name} model can't be built from this config", error
+            ) from error
+
+
 def check_model_config(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """Check a model config without building it: the model's registry name and its kwargs.
 
     Checks ``name`` against `MODELS` (any case), every other key against
-    `model_options`, and that ``num_classes`` is an int >= 1. The values of the other
-    options are the model's to check, when `build_model` builds it.
+    `model_options`, that ``num_classes`` is an int >= 1, and the pooling names
+    ``down`` and ``up`` against `pooling_choices` (``"bilinear+skip"`` is SegNet's
+    skip-connection control; ``"bilnear+skip"`` is refused with the closest valid name)
+    and, for SegNet, that the up can follow the down. The values of the other options
+    are the model's to check, when `build_model` builds it.
 
     Raises:
         ConfigError: naming the key (``model.name``, ``model.num_classes``, ...) and the fix.
@@ -73,6 +113,7 @@ def check_model_config(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
             f"model.num_classes must be an int >= 1 (the number of classes, as the data set "
             f"has them), got {num_classes!r}"
         )
+    _check_pooling(key, kwargs)
     return key, kwargs
 
 
@@ -103,4 +144,6 @@ __all__ = [
     "build_model",
     "check_model_config",
     "model_options",
+    "pooling_choices",
+    "segnet_pairs",
 ]

@@ -31,6 +31,16 @@ the pooling could take its bands from without a much larger decoder.
 Inputs of any size are padded (bottom/right) to a multiple of the output stride,
 so every feature map is exactly 1/stride of the padded input, and the logits are
 cropped back.
+
+No ``+skip`` variant (the skip-connection control SegNet has, ``up="bilinear+skip"``):
+DeepLabV3+'s decoder already is one. Both ``bilinear`` and ``lift`` concatenate the
+encoder's stride-4 feature (1x1 -> 48) with the upsampled decoder feature and fuse
+them with a 3x3 conv, which is what ``+skip`` adds to SegNet (concatenation after the
+up step + a conv), so ``bilinear+skip`` would be ``bilinear`` and ``lift+skip`` would
+be ``lift``. ``up="bilinear"`` is therefore the skip control of ``up="lift"``, within
+5 % of its parameters (lift adds 0.73 M, 2.7 %, with resnet50 and 0.58 M, 4.7 %, with
+resnet18). What it does not control for is the stride-8 feature, which only the lift
+branches read at output stride 16. Any ``+skip`` up is refused with that reason.
 """
 
 from __future__ import annotations
@@ -54,6 +64,12 @@ from .common import pad_to_multiple as _pad
 
 ATROUS_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}  # the DeepLabV3+ paper's, per output stride
 UPS = ("bilinear", "lift")
+SKIP_REFUSAL = (
+    "DeepLabV3+ has no '+skip' variant: its decoder already concatenates the encoder's "
+    "stride-4 feature after upsampling (the low-level skip) for up='bilinear' and "
+    "up='lift' alike, so up='bilinear' is the skip control of up='lift'. '+skip' is a "
+    "SegNet option"
+)
 LOW_LEVEL_CHANNELS = 48  # the paper's reduction of the stride-4 features
 
 
@@ -197,6 +213,14 @@ def _build_encoder(name: str, in_channels: int, output_stride: int, encoder_weig
     return encoder
 
 
+def check_up(up: str) -> None:
+    """Raise ValueError for an ``up`` DeepLabV3+ can't build (``+skip``: `SKIP_REFUSAL`)."""
+    if isinstance(up, str) and up.endswith("+skip"):
+        raise ValueError(f"up={up!r}: {SKIP_REFUSAL}; choose one of {', '.join(UPS)}")
+    if up not in UPS:
+        raise ValueError(f"unknown DeepLabV3+ up {up!r}; choose one of {UPS}")
+
+
 class DeepLabV3Plus(nn.Module):
     """DeepLabV3+ (Chen et al., 2018) with bilinear or LiftUpPool decoder upsampling.
 
@@ -206,7 +230,8 @@ class DeepLabV3Plus(nn.Module):
         encoder: any smp encoder name that supports ``output_stride`` (``resnet18``,
             ``resnet50``, ``resnet101``, ...).
         output_stride: 16 (ASPP rates 6, 12, 18) or 8 (rates 12, 24, 36).
-        up: ``bilinear`` (smp's DeepLabV3+) or ``lift`` (see the module docstring).
+        up: ``bilinear`` (smp's DeepLabV3+) or ``lift`` (see the module docstring); no
+            ``+skip`` variant: the decoder's low-level skip already is one (module docstring).
         encoder_weights: None (random init), a name smp knows (``"imagenet"``, downloaded),
             or the path of the encoder's state dict saved with ``torch.save`` (a
             torchvision ResNet state dict works for smp's ResNets).
@@ -240,8 +265,7 @@ class DeepLabV3Plus(nn.Module):
         check_model_arguments(DeepLabV3Plus, num_classes, pool_options)
         if output_stride not in ATROUS_RATES:
             raise ValueError(f"DeepLabV3+ output_stride must be 8 or 16, got {output_stride}")
-        if up not in UPS:
-            raise ValueError(f"unknown DeepLabV3+ up {up!r}; choose one of {UPS}")
+        check_up(up)
         if up != "lift" and pool_options:
             raise ValueError(
                 f"pool options {sorted(pool_options)} only apply to up='lift', not up={up!r}"

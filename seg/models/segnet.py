@@ -13,6 +13,20 @@ undoes it::
 ``down="max", up="maxunpool"`` is the original SegNet (Badrinarayanan et al.,
 2017); ``up="bilinear"`` the bilinear baseline; ``down="lift", up="lift"`` the
 bidirectional LiftPool network.
+
+The skip-connection control: any up name with the suffix ``+skip``
+(``"bilinear+skip"``, ``"maxunpool+skip"``, ``"lift+skip"``, ...) adds a U-Net-style
+skip at every stage. After the stage's up-pooling, the encoder's pre-pool feature of
+that stage is concatenated and a 1x1 conv maps the 2C channels back to C::
+
+    up_i = pair_i.up(x, skip_i)                        # [N, C, H, W]
+    x    = fuse_i(cat([up_i, feature_i]))              # 1x1 conv 2C -> C, then dec i
+
+LiftUpPool hands the encoder's LH/HL/HH bands to the decoder: in effect a learned skip
+path. ``max/bilinear+skip`` and ``max/maxunpool+skip`` are the baselines with a plain
+skip, parameter-matched to ``lift/lift`` (within 5 % at width 0.25 and 1, see
+``docs/model_params.md``); ``lift/lift+skip`` asks whether the bands add anything on
+top of a skip.
 """
 
 from __future__ import annotations
@@ -20,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from seg.ops import build_pool_pair
+from seg.ops import DOWNS, UPS, build_pool_pair, valid_pairs
 
 from .common import (
     check_model_arguments,
@@ -46,8 +60,59 @@ VGG_STAGES: dict[str, tuple[tuple[int, ...], ...]] = {
 }
 
 
+SKIP_SUFFIX = "+skip"
+
+
 def _scale(channels: int, width: float) -> int:
     return max(1, round(channels * width))
+
+
+def split_up(up: str) -> tuple[str, bool]:
+    """``"bilinear+skip"`` -> ``("bilinear", True)``; ``"bilinear"`` -> ``("bilinear", False)``."""
+    if isinstance(up, str) and up.endswith(SKIP_SUFFIX):
+        return up[: -len(SKIP_SUFFIX)], True
+    return up, False
+
+
+def segnet_ups() -> tuple[str, ...]:
+    """Every up name SegNet accepts: each registered up, and each with ``+skip``."""
+    return tuple(name for up in UPS for name in (up, up + SKIP_SUFFIX))
+
+
+def segnet_pairs() -> list[tuple[str, str]]:
+    """Every (down, up) SegNet can build: the registry's pairs, and each with ``+skip``."""
+    return [(down, up + suffix) for down, up in valid_pairs() for suffix in ("", SKIP_SUFFIX)]
+
+
+def check_pair(down: str, up: str) -> tuple[str, bool]:
+    """Check SegNet's ``down``/``up`` names: the registry up name and whether it has ``+skip``.
+
+    Raises:
+        ValueError: an unknown name (listing the valid ones) or an up that can't follow
+            ``down`` (listing the valid pairs, ``+skip`` ones included).
+    """
+    base, skip = split_up(up)
+    if down not in DOWNS:
+        raise ValueError(f"unknown down pooling {down!r}; choose one of {', '.join(DOWNS)}")
+    if base not in UPS:
+        raise ValueError(f"unknown up pooling {up!r}; choose one of {', '.join(segnet_ups())}")
+    requires = UPS[base].requires
+    if requires is not None and down not in requires:
+        valid = ", ".join(f"{d}/{u}" for d, u in segnet_pairs())
+        raise ValueError(
+            f"up={up!r} can only follow down={' or '.join(requires)!r}, not {down!r}. "
+            f"Valid pairs (down/up): {valid}"
+        )
+    return base, skip
+
+
+def _check_shape(encoder: str, depth: int, width: float) -> None:
+    if encoder not in VGG_STAGES:
+        raise ValueError(f"unknown SegNet encoder {encoder!r}; choose one of {list(VGG_STAGES)}")
+    if not 1 <= depth <= len(VGG_STAGES[encoder]):
+        raise ValueError(f"SegNet depth must be 1..{len(VGG_STAGES[encoder])}, got {depth}")
+    if width <= 0:
+        raise ValueError(f"SegNet width must be positive, got {width}")
 
 
 class SegNet(nn.Module):
@@ -61,7 +126,9 @@ class SegNet(nn.Module):
         width: multiplies every channel count (rounded, at least 1); 0.25 for CPU runs.
         depth: number of stages (1..5), each ending in a 2x pooling; fewer for small images.
         down, up: the pooling pair (see ``seg.ops.valid_pairs()``); ``max``/``maxunpool``
-            is the original SegNet.
+            is the original SegNet. ``up`` with the suffix ``+skip`` (``"bilinear+skip"``,
+            ``"lift+skip"``, ...; all in `segnet_pairs`) adds the skip-connection control:
+            see ``skip_fusions`` below.
         encoder_weights: None (random init), ``"imagenet"`` (torchvision's ImageNet
             weights of the same VGG, downloaded) or the path of a torchvision
             ``vgg*_bn`` state dict saved with ``torch.save``. Needs width 1 and 3 input
@@ -79,9 +146,23 @@ class SegNet(nn.Module):
     channel count of stage i - 1. Decoder stage 1 ends in ``classifier``, a 3x3 conv
     to ``num_classes`` with no BN/ReLU after it (the logits).
 
+    ``+skip``: ``skip_fusions[i]``, a 1x1 conv (2C -> C, no bias: a conv-BN or the
+    classifier follows), runs between the un-pooling of stage i and decoder stage i on
+    the concatenation of the un-pooled feature and the encoder's feature of stage i
+    before it was pooled (U-Net's skip). Concatenation + 1x1 rather than addition:
+    an addition would fix the weight of the skip at 1 and force both features into
+    one channel basis (and, after max-unpooling, double the kept maxima), where the
+    1x1 conv learns per channel how much of each source to use, as LiftUpPool learns
+    how to use its bands through its predictors; it also costs parameters of the
+    order of lift's predictors (2C^2 per stage: 76,288 at width 0.25, 1,220,608 at
+    width 1, against lift's 159,936 and 2,470,656), so the control stays within
+    5 % of lift/lift's parameter count and no 3x3 or bottleneck is needed. Without
+    ``+skip`` there are no ``skip_fusions`` (state dicts unchanged).
+
     Parameters for 21 classes (``docs/model_params.md``, from ``tools/param_table.py``):
     the original configuration (vgg16_bn, width 1, max/maxunpool) has 29,451,413,
-    the SegNet paper's 29.45 M; lift/lift with learned predictors has 31,922,069.
+    the SegNet paper's 29.45 M; lift/lift with learned predictors has 31,922,069;
+    max/bilinear+skip and max/maxunpool+skip have 30,672,021 (-3.9 %).
     """
 
     def __init__(
@@ -99,14 +180,8 @@ class SegNet(nn.Module):
     ) -> None:
         super().__init__()
         check_model_arguments(SegNet, num_classes, pool_options)
-        if encoder not in VGG_STAGES:
-            raise ValueError(
-                f"unknown SegNet encoder {encoder!r}; choose one of {list(VGG_STAGES)}"
-            )
-        if not 1 <= depth <= len(VGG_STAGES[encoder]):
-            raise ValueError(f"SegNet depth must be 1..{len(VGG_STAGES[encoder])}, got {depth}")
-        if width <= 0:
-            raise ValueError(f"SegNet width must be positive, got {width}")
+        _check_shape(encoder, depth, width)
+        base_up, self.skip = check_pair(down, up)
         self.num_classes = num_classes
         self.encoder_name = encoder
         self.depth = depth
@@ -126,8 +201,12 @@ class SegNet(nn.Module):
             self.encoder.append(nn.Sequential(*blocks))
 
         self.pairs = nn.ModuleList(
-            build_pool_pair(down, up, stage[-1], **pool_options) for stage in stages
+            build_pool_pair(down, base_up, stage[-1], **pool_options) for stage in stages
         )
+        if self.skip:
+            self.skip_fusions = nn.ModuleList(
+                nn.Conv2d(2 * stage[-1], stage[-1], 1, bias=False) for stage in stages
+            )
 
         # decoder[i] mirrors encoder[i]: convs at stage i's width, the last one mapping to
         # stage i - 1's (stage 1 hands over to the classifier instead).
@@ -157,12 +236,17 @@ class SegNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2], x.shape[-1]
         x = pad_to_multiple(x, self.stride, self.pad_mode)
-        skips = []
+        skips, features = [], []
         for stage, pair in zip(self.encoder, self.pairs):
-            x, skip = pair.down(stage(x))
+            feature = stage(x)
+            x, skip = pair.down(feature)
             skips.append(skip)
+            features.append(feature if self.skip else None)
         for i in reversed(range(self.depth)):
-            x = self.decoder[i](self.pairs[i].up(x, skips[i]))
+            x = self.pairs[i].up(x, skips[i])
+            if self.skip:
+                x = self.skip_fusions[i](torch.cat([x, features[i]], dim=1))
+            x = self.decoder[i](x)
         logits = self.classifier(x)
         return logits[..., :height, :width]
 

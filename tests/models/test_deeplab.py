@@ -102,6 +102,9 @@ def test_invalid_arguments_name_the_fix():
         DeepLabV3Plus(3, encoder=ENCODER, up="nearest")
     with pytest.raises(ValueError, match="only apply to up='lift'"):
         DeepLabV3Plus(3, encoder=ENCODER, predictor="haar")
+    # Its low-level skip already is the skip control: no '+skip' variant (module docstring).
+    with pytest.raises(ValueError, match=r"no '\+skip' variant.*up='bilinear' is the skip"):
+        DeepLabV3Plus(3, encoder=ENCODER, up="bilinear+skip")
 
 
 def test_encoder_weights_from_torchvision_file(tmp_path):
