@@ -8,6 +8,7 @@ change nothing the weights depend on).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -22,7 +23,7 @@ log = logging.getLogger("seg")
 # What a run leaves behind that a new run must not silently replace.
 RUN_OUTPUTS = (LAST, BEST, "metrics.json")
 # What --force removes besides RUN_OUTPUTS: files the trainer wrote, nothing else.
-_REPLACED_WITH_FORCE = ("metrics.md",)
+_REPLACED_WITH_FORCE = ("metrics.md", "curve.jsonl")
 # Dotted keys (or whole sections) a resume may change: where files are, how the run is
 # watched and how fast data arrive, nothing the weights depend on.
 SAFE_TO_CHANGE_ON_RESUME = (
@@ -136,3 +137,20 @@ def launch_command(world_size: int, local_world_size: int, config: Path) -> str:
         if nodes > 1:
             launcher += f" --nnodes {nodes} (and your rendezvous options)"
     return f"{launcher} tools/train.py {config} --resume"
+
+
+CURVE = "curve.jsonl"
+
+
+def append_curve(work_dir: Path, iteration: int, seconds: float, metrics: Mapping) -> None:
+    """One validation during training as a line of ``WORK_DIR/curve.jsonl``: the
+    iteration, the training seconds so far (validation excluded) and the scores; the
+    learning curves of a study are drawn from it (a validation repeated after a resume
+    appears twice; readers keep the later one)."""
+    point = {
+        "iteration": int(iteration),
+        "seconds": round(float(seconds), 3),
+        **{key: float(metrics[key]) for key in ("mIoU", "mBIoU", "mAcc", "aAcc")},
+    }
+    with open(Path(work_dir) / CURVE, "a") as handle:
+        handle.write(json.dumps(point) + "\n")

@@ -33,6 +33,7 @@ import yaml
 
 from seg.config import Config, ConfigError, load_config, load_yaml
 from seg.engine.evaluator import json_ready
+from seg.engine.rundir import CURVE
 from seg.engine.runtime import describe_device
 
 SUMMARY_KEYS = ("mIoU", "mBIoU", "aAcc", "mAcc")
@@ -56,7 +57,7 @@ STUDY_FILE_KEYS = (
 # A run whose predictions fall in one class for at least this share of the pixels learned
 # nothing but the class prior: flagged "collapsed" in the tables.
 COLLAPSED_SHARE = 0.99
-CURVE_FILE = "curve.jsonl"  # in a run's folder: one line per validation during training
+CURVE_FILE = CURVE  # in a run's folder: one line per validation during training
 
 
 class StudyError(ValueError):

@@ -161,3 +161,16 @@ def test_sigterm_to_the_process_group_with_workers_saves_and_exits(tmp_path, tin
     assert "Resume with: python tools/train.py" in text
     assert "\r" not in text  # no progress-bar frames in a file: log lines instead
     assert torch.isfinite(torch.tensor(state["best_miou"])) or state["best_miou"] == float("-inf")
+
+
+def test_each_validation_adds_a_point_to_the_learning_curve(tmp_path, make_config):
+    from seg.engine.study import read_curve
+
+    train(make_config(tmp_path))  # 6 iterations, validation every 3
+    curve = read_curve(tmp_path)
+    assert [p["iteration"] for p in curve] == [3, 6]
+    assert 0 < curve[0]["seconds"] < curve[1]["seconds"]
+    final = yaml.safe_load((tmp_path / "metrics.json").read_text())
+    assert curve[1]["mIoU"] == pytest.approx(final["mIoU"])
+    cost = load_checkpoint(tmp_path / "last.pt")["cost"]
+    assert curve[1]["seconds"] == pytest.approx(cost["train_seconds"], abs=1e-3)

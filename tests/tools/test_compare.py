@@ -149,3 +149,81 @@ def test_the_command_line_takes_one_way_of_naming_variants(tmp_path, tiny_config
     done = compare_cli(tmp_path / "missing.yaml", check=2)
     assert "config file not found" in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_the_fair_protocol_tunes_on_val_scores_test_once_and_compares_at_equal_time(
+    tmp_path, tiny_config, compare_cli
+):
+    study_file = tmp_path / "fair.yaml"
+    study_file.write_text(
+        yaml.safe_dump(
+            {
+                "config": str(tiny_config),
+                "set": ["train.iters=4", "train.val_interval=2", "train.optimizer=adamw"],
+                "seeds": [0, 1],
+                "split": "test",
+                "reference": "lift/lift",
+                "equal_time": True,
+                "images": 0,
+                "sweep": {"grid": {"train.lr": [0.001, 0.01]}, "set": ["train.iters=2"]},
+                "variants": {
+                    "lift/lift": ["model.down=lift", "model.up=lift"],
+                    "max/bilinear": ["model.down=max", "model.up=bilinear"],
+                },
+            }
+        )
+    )
+    out = tmp_path / "out"
+    done = compare_cli("--study", study_file, "--out", out, check=0)
+    results = json.loads((out / "results.json").read_text())
+    # Tuning: every variant at every point, 2 iterations, one seed, scored on val.
+    sweep = results["sweep"]
+    assert len(sweep["runs"]) == 4 and {r["split"] for r in sweep["runs"]} == {"val"}
+    for name, choice in sweep["chosen"].items():
+        scores = {json.dumps(p): s for p, s in choice["scores"]}
+        assert choice["score"] == max(scores.values())
+        lr = choice["point"]["train.lr"]
+        folder = out / "sweep" / "runs" / (name.replace("/", "-") + f"-train.lr-{lr}") / "seed0"
+        tuned = yaml.safe_load((folder / "config.yaml").read_text())
+        assert tuned["train"]["iters"] == 2 and tuned["train"]["lr"] == lr
+        # The seeds ran at the full budget with that point, scored once on test.
+        for seed in (0, 1):
+            run = out / "runs" / name.replace("/", "-") / f"seed{seed}"
+            cfg = yaml.safe_load((run / "config.yaml").read_text())
+            assert cfg["train"]["iters"] == 4 and cfg["train"]["lr"] == lr
+            assert (run / "eval_test_last" / "metrics.json").is_file()
+            assert [p["iteration"] for p in _curve(run)] == [2, 4]
+    assert {r["split"] for r in results["runs"]} == {"test"}
+    # Paired differences over both seeds, and the equal-time runs of the other variant.
+    (difference,) = results["differences"]
+    assert difference["variant"] == "max/bilinear" and difference["seeds"] == [0, 1]
+    mine = {r["seed"]: r for r in results["runs"] if r["variant"] == "lift/lift"}
+    theirs = {r["seed"]: r for r in results["runs"] if r["variant"] == "max/bilinear"}
+    diffs = [mine[s]["metrics"]["mIoU"] - theirs[s]["metrics"]["mIoU"] for s in (0, 1)]
+    assert difference["mIoU"]["mean"] == pytest.approx(np.mean(diffs))
+    timed = results["equal_time"]
+    assert [row["variant"] for row in timed["variants"]] == ["max/bilinear (equal time)"]
+    spi = {
+        name: np.mean(
+            [r["train"]["seconds_per_iter"] for r in results["runs"] if r["variant"] == name]
+        )
+        for name in ("lift/lift", "max/bilinear")
+    }
+    iters = max(1, round(4 * spi["lift/lift"] / spi["max/bilinear"]))
+    timed_cfg = yaml.safe_load(
+        (
+            out / "equal_time" / "runs" / "max-bilinear-equal-time" / "seed0" / "config.yaml"
+        ).read_text()
+    )
+    assert timed_cfg["train"]["iters"] == iters
+    text = (out / "results.md").read_text()
+    assert "Tuning (mIoU in % on the val split" in text and "Equal training time" in text
+    assert "Paired differences, per seed: lift/lift minus each variant" in text
+    for picture in ("results.png", "curves.png", "sweep.png"):
+        assert (out / picture).stat().st_size > 1000
+    assert "== tuning: 4 run(s)" in done.stdout
+
+
+def _curve(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "curve.jsonl").read_text().splitlines()]
