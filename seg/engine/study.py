@@ -376,12 +376,12 @@ def _all_points(study: Study) -> list[dict]:
 
 
 def final_study(study: Study, chosen: dict[str, dict]) -> Study:
-    """The seeds at the full budget, each variant with its chosen sweep point."""
+    """The seeds at the full budget, each variant with its chosen sweep point. A variant
+    without a choice yet (another ``--only`` process is still tuning it) is left out."""
     variants = [
         replace(v, overrides=[*v.overrides, *point_overrides(chosen[v.name]["point"])])
-        if v.name in chosen
-        else v
         for v in study.variants
+        if v.name in chosen
     ]
     return replace(study, variants=variants)
 
@@ -397,7 +397,7 @@ def equal_time_study(study: Study, records: list[dict]) -> Study | None:
         )[0]
         for v in study.variants
     }
-    if any(math.isnan(value) for value in seconds.values()):
+    if study.reference_name not in seconds or any(math.isnan(v) for v in seconds.values()):
         return None
     reference = seconds[study.reference_name]
     variants = [
