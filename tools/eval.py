@@ -6,9 +6,11 @@
     torchrun --nproc_per_node 2 tools/eval.py CKPT       # images sharded, each counted once
 
 The checkpoint holds its config; --config replaces it for data and eval settings (the model
-is always built as the checkpoint was trained) and --set changes single keys. Writes OUT/metrics.json (fractions,
-null for a class absent from both truth and prediction) and OUT/metrics.md, and prints the
-table. OUT defaults to the checkpoint's folder /eval_<split>.
+is always built as the checkpoint was trained) and --set changes single keys. Writes
+OUT/metrics.json (fractions, null for a class absent from both truth and prediction),
+OUT/metrics.md, OUT/confusion_matrix.png (each true class's row as fractions of its pixels)
+and OUT/per_class.png (IoU and Boundary IoU bars per class), and prints the table. OUT
+defaults to the checkpoint's folder /eval_<split>.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from seg.engine.cli import EXPECTED_ERRORS, fail
 from seg.engine.distributed import cleanup, init_distributed
 from seg.engine.evaluator import json_ready
 from seg.engine.runtime import autocast_dtype
+from seg.engine.visualize import draw_confusion_matrix, draw_per_class
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,10 +86,25 @@ def main(argv: list[str] | None = None) -> int:
         metrics = {"checkpoint": str(args.checkpoint), "split": cfg.eval.split, **result.metrics}
         (out / "metrics.json").write_text(json.dumps(json_ready(metrics), indent=2))
         (out / "metrics.md").write_text(table + "\n")
-    except OSError as error:
+        draw_pictures(out, result.metrics, f"{Path(args.checkpoint).name}, {cfg.eval.split}")
+    except (OSError, ValueError) as error:
         return fail(error)
-    print(f"\nwrote {out / 'metrics.json'} and {out / 'metrics.md'}")
+    print(f"\nwrote {', '.join(str(out / name) for name in (*WRITTEN, *PICTURES))}")
     return 0
+
+
+WRITTEN = ("metrics.json", "metrics.md")
+PICTURES = ("confusion_matrix.png", "per_class.png")
+
+
+def draw_pictures(out: Path, metrics: dict, what: str) -> None:
+    """``confusion_matrix.png`` (row-normalised) and ``per_class.png`` (IoU, BIoU) in ``out``."""
+    classes = metrics["classes"]
+    draw_confusion_matrix(
+        out / PICTURES[0], metrics["confusion_matrix"], classes, f"confusion matrix: {what}"
+    )
+    title = f"per-class IoU and Boundary IoU: {what}"
+    draw_per_class(out / PICTURES[1], classes, metrics["IoU"], metrics["BIoU"], title)
 
 
 def check_writable(folder: Path) -> None:

@@ -128,3 +128,115 @@ def save_titled(
         spine.set_visible(False)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- evaluation charts
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend: files only, no display needed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def row_normalised(matrix) -> np.ndarray:
+    """Each row of a ``[C, C]`` confusion matrix (rows truth, columns prediction) divided by
+    its sum: the fraction of a class's pixels predicted as each class. A class with no
+    pixels in the truth has a row of NaN (excluded, as in the metrics)."""
+    counts = np.asarray(matrix, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, counts / totals, np.nan)
+
+
+def _chart_size(num_classes: int) -> float:
+    """Inches along a class axis: ~0.22 per class, never too small to read."""
+    return max(4.0, 0.22 * num_classes + 2.0)
+
+
+def draw_confusion_matrix(
+    path: str | Path, matrix, class_names: Sequence[str], title: str = "confusion matrix"
+) -> np.ndarray:
+    """Write the row-normalised confusion matrix as a PNG and return what it shows.
+
+    ``matrix`` is ``[C, C]`` pixel counts (rows truth, columns prediction, as in
+    ``metrics.json``); each cell is drawn as a fraction of its row (`row_normalised`), with
+    the class names on both axes and the percentages written in where they fit (up to 25
+    classes). Rows of classes absent from the truth are grey.
+    """
+    plt = _pyplot()
+    shown = row_normalised(matrix)
+    count = len(class_names)
+    if shown.shape != (count, count):
+        raise ValueError(f"a {shown.shape} confusion matrix for {count} class names")
+    side = _chart_size(count)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    colours = plt.get_cmap("Blues").with_extremes(bad="lightgrey")  # absent: grey rows
+    image = ax.imshow(np.ma.masked_invalid(shown), cmap=colours, vmin=0.0, vmax=1.0)
+    ticks = np.arange(count)
+    font = 9 if count <= 25 else 6
+    ax.set_xticks(ticks, class_names, rotation=90, fontsize=font)
+    ax.set_yticks(ticks, class_names, fontsize=font)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("truth")
+    ax.set_title(f"{title}\neach row sums to 100 %; grey: a class not in the truth", fontsize=10)
+    if count <= 25:
+        for (row, column), value in np.ndenumerate(shown):
+            if not np.isnan(value) and value >= 0.005:
+                colour = "white" if value > 0.5 else "black"
+                ax.text(
+                    column,
+                    row,
+                    f"{100 * value:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color=colour,
+                )
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return shown
+
+
+def draw_per_class(
+    path: str | Path,
+    class_names: Sequence[str],
+    iou: Sequence[float | None],
+    boundary_iou: Sequence[float | None],
+    title: str = "per-class IoU and Boundary IoU",
+) -> None:
+    """Write per-class IoU and Boundary-IoU bars (in %) as a PNG, one row per class.
+
+    A value that is None or NaN (a class absent from truth and prediction) is drawn as no
+    bar and marked "n/a".
+    """
+    plt = _pyplot()
+    count = len(class_names)
+    if not len(iou) == len(boundary_iou) == count:
+        raise ValueError(f"{len(iou)} IoU and {len(boundary_iou)} BIoU values for {count} classes")
+    values = [
+        np.array([np.nan if v is None else 100.0 * v for v in series], dtype=np.float64)
+        for series in (iou, boundary_iou)
+    ]
+    rows = np.arange(count)
+    fig, ax = plt.subplots(figsize=(7.5, max(3.0, 0.3 * count + 1.2)))
+    for offset, series, label in ((-0.2, values[0], "IoU"), (0.2, values[1], "Boundary IoU")):
+        ax.barh(rows + offset, np.nan_to_num(series), height=0.4, label=label)
+    for row in rows[np.isnan(values[0])]:
+        ax.text(1, row, "n/a", va="center", fontsize=7)
+    ax.set_yticks(rows, class_names, fontsize=9 if count <= 25 else 6)
+    ax.invert_yaxis()  # class 0 at the top, as in the tables
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("%")
+    ax.set_title(title, pad=24)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
