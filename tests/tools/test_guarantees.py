@@ -165,3 +165,20 @@ def test_slide_windows_further_apart_than_their_size_are_refused():
     model = torch.nn.Conv2d(3, 2, 1)
     with pytest.raises(ValueError, match="pixels between windows would get no prediction"):
         slide_logits(model, torch.zeros(1, 3, 20, 20), crop_size=8, stride=10)
+
+
+def test_eval_and_infer_do_not_load_the_trainer():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import importlib.util, sys\n"
+        "for name in ('eval', 'infer'):\n"
+        "    spec = importlib.util.spec_from_file_location(name, f'tools/{name}.py')\n"
+        "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print('seg.engine.trainer' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
