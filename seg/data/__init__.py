@@ -11,11 +11,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from seg.data.ade20k import ADE20K, ReducedZeroLabelFolder
 from seg.data.base import IGNORE_INDEX, SegmentationDataset, median_frequency_weights
 from seg.data.camvid import CamVid
 from seg.data.cityscapes import ID_TO_TRAIN_ID, Cityscapes
 from seg.data.folder import FolderDataset
 from seg.data.palettes import (
+    ADE20K_CLASSES,
+    ADE20K_PALETTE,
     CAMVID_CLASSES,
     CAMVID_PALETTE,
     CITYSCAPES_CLASSES,
@@ -41,6 +44,9 @@ from seg.data.voc import VOCSegmentation
 from seg.registry import ConfigError, check_keys, config_error
 
 __all__ = [
+    "ADE20K",
+    "ADE20K_CLASSES",
+    "ADE20K_PALETTE",
     "CAMVID_CLASSES",
     "CAMVID_PALETTE",
     "CITYSCAPES_CLASSES",
@@ -75,6 +81,7 @@ _DATASET_KEYS = {
     "voc": {"root", "train_split"},
     "cityscapes": {"root"},
     "camvid": {"root"},
+    "ade20k": {"root"},
     "folder": {
         "root",
         "images",
@@ -84,6 +91,7 @@ _DATASET_KEYS = {
         "ignore_color",
         "mask_suffix",
         "ignore_index",
+        "reduce_zero_label",
     },
     "synthetic": {"num_samples", "size", "num_classes", "seed"},
 }
@@ -93,6 +101,7 @@ _REQUIRED_KEYS = {
     "voc": ("root",),
     "cityscapes": ("root",),
     "camvid": ("root",),
+    "ade20k": ("root",),
     "folder": ("images", "masks", "classes"),
 }
 _TRANSFORM_CHECKS: dict[str, Callable[[Any, str], Any]] = {
@@ -102,7 +111,7 @@ _TRANSFORM_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "mean": check_mean,
     "std": check_std,
 }
-_DEFAULT_CROP = {"voc": 512, "cityscapes": (512, 1024), "camvid": (360, 480)}
+_DEFAULT_CROP = {"voc": 512, "cityscapes": (512, 1024), "camvid": (360, 480), "ade20k": 512}
 _SYNTHETIC_SAMPLES = {"train": 1000, "val": 200, "test": 200}
 # Synthetic splits draw from disjoint seeds so val never repeats a training scene.
 _SYNTHETIC_SEED_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
@@ -135,6 +144,10 @@ def check_data_config(cfg: Mapping[str, Any]) -> str:
     for key, check in _TRANSFORM_CHECKS.items():
         if cfg.get(key) is not None:
             check(cfg[key], f"data.{key}")
+    if not isinstance(cfg.get("reduce_zero_label", False), bool):
+        raise ConfigError(
+            f"data.reduce_zero_label must be true or false, got {cfg['reduce_zero_label']!r}"
+        )
     return name
 
 
@@ -179,9 +192,15 @@ def _build_camvid(cfg: Mapping[str, Any], split: str, transform: Callable) -> Ca
     return CamVid(cfg["root"], split, transform)
 
 
+def _build_ade20k(cfg: Mapping[str, Any], split: str, transform: Callable) -> ADE20K:
+    return ADE20K(cfg["root"], split, transform)
+
+
 def _build_folder(cfg: Mapping[str, Any], split: str, transform: Callable) -> FolderDataset:
     root = Path(cfg.get("root", "."))
-    return FolderDataset(
+    # reduce_zero_label: masks store 0 for "no class" (ignored) and class c as c + 1.
+    kind = ReducedZeroLabelFolder if cfg.get("reduce_zero_label", False) else FolderDataset
+    return kind(
         root / str(cfg["images"]).format(split=split),
         root / str(cfg["masks"]).format(split=split),
         classes=cfg["classes"],
@@ -217,6 +236,7 @@ _DATASET_BUILDERS: dict[str, Callable[..., SegmentationDataset]] = {
     "voc": _build_voc,
     "cityscapes": _build_cityscapes,
     "camvid": _build_camvid,
+    "ade20k": _build_ade20k,
     "folder": _build_folder,
     "synthetic": _build_synthetic,
 }

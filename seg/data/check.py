@@ -14,6 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from seg.data.ade20k import (
+    ADE20K_CLASSES,
+    ADE20K_MASK_HINT,
+    ADE20K_SPLITS,
+    ade20k_samples,
+    find_ade20k_dir,
+)
 from seg.data.base import (
     IGNORE_INDEX,
     Sample,
@@ -39,7 +46,7 @@ from seg.data.folder import (
 )
 from seg.data.voc import VOC_MASK_HINT, find_voc_dir, voc_samples
 
-CHECKABLE = ("voc", "cityscapes", "camvid", "folder")
+CHECKABLE = ("voc", "cityscapes", "camvid", "folder", "ade20k")
 
 
 @dataclass
@@ -85,15 +92,17 @@ def check_dataset(
     ignore_color: Sequence[int] | None = None,
     mask_suffix: str = "",
     ignore_index: int = IGNORE_INDEX,
+    reduce_zero_label: bool = False,
 ) -> CheckReport:
-    """Check the ``dataset`` ("voc", "cityscapes" or "folder") stored under ``root``.
+    """Check the ``dataset`` (one of `CHECKABLE`) stored under ``root``.
 
     For "folder", ``images`` and ``masks`` are folders (relative to ``root`` unless
     absolute) and ``num_classes``, when given, bounds the labels (255 always allowed).
     With ``palette`` (one RGB colour per class) colour masks are mapped through it,
     as ``FolderDataset`` does, and colours outside it (but ``ignore_color``) are problems.
-    ``mask_suffix`` and ``ignore_index`` (the label value that means void) are
-    ``FolderDataset``'s.
+    ``mask_suffix``, ``ignore_index`` (the label value that means void) and
+    ``reduce_zero_label`` (masks store class c as c + 1, 0 = ignored: labels up to
+    ``num_classes`` are valid) are the folder data set's keys.
     """
     if dataset not in CHECKABLE:
         raise ValueError(f"unknown data set {dataset!r}; valid: {', '.join(CHECKABLE)}")
@@ -105,6 +114,8 @@ def check_dataset(
             _check_cityscapes(report, Path(root), jobs)
         elif dataset == "camvid":
             _check_camvid(report, Path(root), jobs)
+        elif dataset == "ade20k":
+            _check_ade20k(report, Path(root), jobs)
         else:
             if images is None or masks is None:
                 raise ValueError("checking a folder data set needs both images and masks folders")
@@ -118,6 +129,7 @@ def check_dataset(
                 ignore_color,
                 mask_suffix,
                 ignore_index,
+                reduce_zero_label,
             )
     except FileNotFoundError as error:
         report.problems.append(" ".join(str(error).splitlines()))
@@ -175,6 +187,20 @@ def _camvid_mask(path: Path) -> tuple[np.ndarray, list[int]]:
     return mask, [int(v) for v in values if v > CAMVID_VOID and v != IGNORE_INDEX]
 
 
+def _check_ade20k(report: CheckReport, root: Path, jobs: int) -> None:
+    ade = find_ade20k_dir(root)
+    report.root = str(ade)
+    _check_splits(report, ADE20K_SPLITS, functools.partial(ade20k_samples, ade), _ade20k_mask, jobs)
+
+
+def _ade20k_mask(path: Path) -> tuple[np.ndarray, list[int]]:
+    """Stored values 0..150 (before reduce_zero_label); 255 is ignored as it stands."""
+    mask = read_index_mask(path, ADE20K_MASK_HINT)
+    values = np.unique(mask)
+    limit = len(ADE20K_CLASSES)
+    return mask, [int(v) for v in values if v > limit and v != IGNORE_INDEX]
+
+
 def _check_folder(
     report: CheckReport,
     images: Path,
@@ -185,6 +211,7 @@ def _check_folder(
     ignore_color: Sequence[int] | None = None,
     mask_suffix: str = "",
     ignore_index: int = IGNORE_INDEX,
+    reduce_zero_label: bool = False,
 ) -> None:
     if palette is not None and num_classes is None:
         num_classes = len(palette)
@@ -227,7 +254,8 @@ def _check_folder(
         report.labels_seen.update(int(v) for v in values)
         if num_classes is None:
             return mask, []
-        return mask, [int(v) for v in values if (v >= num_classes or v < 0) and v != ignore_index]
+        limit = num_classes + 1 if reduce_zero_label else num_classes  # stored c + 1
+        return mask, [int(v) for v in values if (v >= limit or v < 0) and v != ignore_index]
 
     _check_samples(report, "all", samples, read, jobs)
 
