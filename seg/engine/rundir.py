@@ -31,6 +31,7 @@ SAFE_TO_CHANGE_ON_RESUME = (
     "output",
     "data.root",
     "train.workers",
+    "train.load_from",  # fine-tuning weights: loaded at the start only, never on a resume
     "train.log_interval",
     "train.ckpt_interval",
     "train.num_vis",

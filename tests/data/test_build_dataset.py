@@ -22,7 +22,7 @@ from seg.data import (
 def test_unknown_name_lists_valid_names():
     with pytest.raises(
         ConfigError,
-        match=r"^data.name: unknown data set 'coco'.* Choose one of: camvid, cityscapes, folder, "
+        match=r"^data.name: unknown data set 'coco'.* Choose one of: ade20k, camvid, cityscapes, folder, "
         r"synthetic, voc$",
     ):
         build_dataset({"name": "coco"}, "train")
