@@ -8,6 +8,7 @@ change nothing the weights depend on).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from seg.config import ConfigError
+from seg.config import SCHEMA, ConfigError
 from seg.engine.checkpoint import BEST, LAST
 
 log = logging.getLogger("seg")
@@ -109,11 +110,49 @@ def _safe(key: str) -> bool:
     return any(key == safe or key.startswith(safe + ".") for safe in SAFE_TO_CHANGE_ON_RESUME)
 
 
+def config_differences(
+    stored: Mapping[str, Any], current: Mapping[str, Any], ignore=lambda key: False
+) -> list[str]:
+    """``"key: stored -> current"`` for each dotted key whose value differs (``ignore``
+    says which keys may). A schema key the stored config predates counts as unchanged when
+    the current value is its default: a release that adds a setting keeps its old
+    behaviour under the default, so it does not orphan older runs."""
+    old, new = flatten(stored), flatten(current)
+    keys = sorted(
+        k
+        for k in set(old) | set(new)
+        if old.get(k, _MISSING) != new.get(k, _MISSING)
+        and not ignore(k)
+        and not _added(k, old, new)
+    )
+    return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in keys]
+
+
+_MISSING = object()
+
+
+def _added(key: str, old: dict, new: dict) -> bool:
+    """``key`` is absent from ``old`` and holds its schema default in ``new``."""
+    if key in old or key not in new or "." not in key:
+        return False
+    section, name = key.split(".", 1)
+    schema = SCHEMA.get(section)
+    fields = {f.name: f for f in dataclasses.fields(schema)} if schema else {}
+    if name not in fields:
+        return False
+    field = fields[name]
+    if field.default is not dataclasses.MISSING:
+        default = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        default = field.default_factory()
+    else:
+        return False
+    return new[key] == default
+
+
 def resume_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """``"key: stored -> current"`` for each key that differs and is not safe to change."""
-    old, new = flatten(stored), flatten(current)
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and not _safe(k))
-    return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in keys]
+    return config_differences(stored, current, ignore=_safe)
 
 
 def check_resumable(path: Path, stored: Mapping[str, Any], current: Mapping[str, Any]) -> None:

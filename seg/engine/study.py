@@ -33,7 +33,7 @@ import yaml
 
 from seg.config import Config, ConfigError, load_config, load_yaml
 from seg.engine.evaluator import json_ready
-from seg.engine.rundir import CURVE
+from seg.engine.rundir import CURVE, config_differences
 from seg.engine.runtime import describe_device
 
 SUMMARY_KEYS = ("mIoU", "mBIoU", "aAcc", "mAcc")
@@ -507,7 +507,7 @@ def _check_same_training(run: Run, study: Study) -> None:
         return
     stored = json.loads(stored_path.read_text())
     if "resolved" in stored:
-        same = stored["resolved"] == run.settings["resolved"]
+        same = not config_differences(stored["resolved"], run.settings["resolved"])
     else:  # an older record: the config path and overrides only
         config = (study.root / run.settings["config"]).resolve()
         same = stored.get("set") == run.settings["set"] and (

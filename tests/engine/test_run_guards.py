@@ -70,6 +70,13 @@ def test_resume_differences_ignore_only_the_safe_keys():
         "train.lr: 0.1 -> 0.2",
         "train.new_key: '(unset)' -> 1",
     ]
+    # A setting added to the schema after the checkpoint: unchanged at its default only.
+    del current["train"]["new_key"]
+    current["train"]["lr"] = 0.1
+    current["train"]["accumulate"] = 1
+    assert rundir.resume_differences(stored, current) == []
+    current["train"]["accumulate"] = 2
+    assert rundir.resume_differences(stored, current) == ["train.accumulate: '(unset)' -> 2"]
 
 
 def test_the_final_step_is_saved_before_the_final_validation(tmp_path, make_config, monkeypatch):
