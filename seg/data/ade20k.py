@@ -17,16 +17,14 @@ use too: ``data.reduce_zero_label: true``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from seg.data.base import (
     IGNORE_INDEX,
-    FileDataset,
+    LayoutDataset,
     Sample,
-    missing_files_error,
     missing_path_error,
     read_index_mask,
 )
@@ -97,22 +95,15 @@ def reduce_zero_label(
     return reduced
 
 
-class ADE20K(FileDataset):
+class ADE20K(LayoutDataset):
     """ADE20K / SceneParsing: 150 classes, label 0 ignored; ``split`` train or val."""
 
     num_classes = len(ADE20K_CLASSES)
     class_names = ADE20K_CLASSES
     palette = ADE20K_PALETTE
 
-    def __init__(
-        self, root: str | Path, split: str = "train", transform: Callable | None = None
-    ) -> None:
-        super().__init__(transform)
-        self.root = find_ade20k_dir(root)
-        self.split = split
-        self.samples, missing = ade20k_samples(self.root, split)
-        if missing:
-            raise missing_files_error(missing, "annotation")
+    locate = staticmethod(find_ade20k_dir)
+    list_samples = staticmethod(ade20k_samples)
 
     def read_mask(self, sample: Sample) -> np.ndarray:
         mask = read_index_mask(sample.mask_path, ADE20K_MASK_HINT)

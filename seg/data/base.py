@@ -335,6 +335,35 @@ class FileDataset(SegmentationDataset):
         return image, mask, sample.name
 
 
+class LayoutDataset(FileDataset):
+    """A data set in its published folder layout, read as ``Cls(root, split, transform)``.
+
+    Subclasses give ``locate(root)`` (the layout's top folder, found from what the user
+    names) and ``list_samples(top, split)`` (image/mask pairs and the files found missing);
+    ``missing_kind`` names what a missing file is in the error.
+    """
+
+    missing_kind = "annotation"
+
+    def __init__(
+        self, root: str | Path, split: str = "train", transform: Callable | None = None
+    ) -> None:
+        super().__init__(transform)
+        self.root = self.locate(root)
+        self.split = split
+        self.samples, missing = self.list_samples(self.root, split)
+        if missing:
+            raise missing_files_error(missing, self.missing_kind)
+
+    @staticmethod
+    def locate(root: str | Path) -> Path:
+        return Path(root).expanduser()
+
+    @staticmethod
+    def list_samples(root: Path, split: str) -> tuple[list[Sample], list[Path]]:
+        raise NotImplementedError
+
+
 def median_frequency_weights(dataset: SegmentationDataset) -> np.ndarray:
     """Class weights ``median(freq) / freq(c)`` (SegNet's, after Eigen & Fergus), where
     ``freq(c)`` = pixels of class c / pixels of the images in which c appears, over the

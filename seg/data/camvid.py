@@ -13,16 +13,14 @@ void, which becomes the ignore label 255. The palette is SegNet's own.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from seg.data.base import (
     IGNORE_INDEX,
-    FileDataset,
+    LayoutDataset,
     Sample,
-    missing_files_error,
     missing_path_error,
     read_index_mask,
 )
@@ -72,22 +70,15 @@ def camvid_labels(mask: np.ndarray, path: Path | str = "mask") -> np.ndarray:
     return labels
 
 
-class CamVid(FileDataset):
+class CamVid(LayoutDataset):
     """CamVid (SegNet's version): 11 classes, void ignored; ``split`` train, val or test."""
 
     num_classes = len(CAMVID_CLASSES)
     class_names = CAMVID_CLASSES
     palette = CAMVID_PALETTE
 
-    def __init__(
-        self, root: str | Path, split: str = "train", transform: Callable | None = None
-    ) -> None:
-        super().__init__(transform)
-        self.root = find_camvid_dir(root)
-        self.split = split
-        self.samples, missing = camvid_samples(self.root, split)
-        if missing:
-            raise missing_files_error(missing, "annotation")
+    locate = staticmethod(find_camvid_dir)
+    list_samples = staticmethod(camvid_samples)
 
     def read_mask(self, sample: Sample) -> np.ndarray:
         return camvid_labels(read_index_mask(sample.mask_path), sample.mask_path)

@@ -8,16 +8,14 @@ Layout::
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from seg.data.base import (
     IGNORE_INDEX,
-    FileDataset,
+    LayoutDataset,
     Sample,
-    missing_files_error,
     missing_path_error,
     read_index_mask,
     require_dir,
@@ -134,7 +132,7 @@ def label_ids_to_train_ids(label_ids: np.ndarray, name: str | Path = "mask") -> 
 CITYSCAPES_MASK_HINT = "Use the *_gtFine_labelIds.png files, not *_gtFine_color.png."
 
 
-class Cityscapes(FileDataset):
+class Cityscapes(LayoutDataset):
     """Cityscapes (fine): 19 classes, 2,975 train / 500 val / 1,525 test images.
 
     The public test labels are all "unlabeled", so the test split scores nothing; it is
@@ -145,15 +143,8 @@ class Cityscapes(FileDataset):
     class_names = CITYSCAPES_CLASSES
     palette = CITYSCAPES_PALETTE
 
-    def __init__(
-        self, root: str | Path, split: str = "train", transform: Callable | None = None
-    ) -> None:
-        super().__init__(transform)
-        self.root = Path(root).expanduser()
-        self.split = split
-        self.samples, missing = cityscapes_samples(self.root, split)
-        if missing:
-            raise missing_files_error(missing)
+    missing_kind = "mask"
+    list_samples = staticmethod(cityscapes_samples)
 
     def read_mask(self, sample: Sample) -> np.ndarray:
         return label_ids_to_train_ids(

@@ -12,13 +12,11 @@ Layout (``root`` may be the folder holding ``VOCdevkit``, ``VOCdevkit`` itself, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from seg.data.base import (
-    FileDataset,
+    LayoutDataset,
     Sample,
-    missing_files_error,
     missing_path_error,
     read_index_mask,
     require_dir,
@@ -75,7 +73,7 @@ def voc_samples(root: str | Path, split: str) -> tuple[list[Sample], list[str]]:
     return samples, missing
 
 
-class VOCSegmentation(FileDataset):
+class VOCSegmentation(LayoutDataset):
     """PASCAL VOC 2012: 21 classes (background + 20), 255 = void boundary (ignored).
 
     ``split``: "train" (1,464), "val" (1,449) or "trainaug" (10,582, needs
@@ -86,15 +84,9 @@ class VOCSegmentation(FileDataset):
     class_names = VOC_CLASSES
     palette = voc_palette(21)
 
-    def __init__(
-        self, root: str | Path, split: str = "train", transform: Callable | None = None
-    ) -> None:
-        super().__init__(transform)
-        self.root = find_voc_dir(root)
-        self.split = split
-        self.samples, missing = voc_samples(self.root, split)
-        if missing:
-            raise missing_files_error(missing, "image or mask")
+    missing_kind = "image or mask"
+    locate = staticmethod(find_voc_dir)
+    list_samples = staticmethod(voc_samples)
 
     def read_mask(self, sample: Sample):
         return read_index_mask(sample.mask_path, VOC_MASK_HINT)
