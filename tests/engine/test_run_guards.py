@@ -115,7 +115,6 @@ def test_a_second_signal_aborts_and_a_changed_world_size_warns(tmp_path, make_co
     train(make_config(tmp_path, ["train.iters=1"]))
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["world_size"] == 1
-    run, _ = trainer_module.build_run, None
     cfg = make_config(tmp_path, ["train.iters=1"])
     losses = trainer_module.build_losses(cfg.train, 4, 255)
     run = trainer_module.build_run(cfg, trainer_module.DistInfo(), state["meta"], losses)
