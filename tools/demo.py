@@ -43,7 +43,17 @@ def run(*args: object) -> None:
         for a in args
     ]
     print(f"\n$ python {shlex.join(shown)}", flush=True)
-    subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, check=True)
+    code = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT).returncode
+    if code != 0:
+        raise StepFailed(f"`python {shlex.join(shown)}` exited {code} (its output is above)", code)
+
+
+class StepFailed(RuntimeError):
+    """A step of the demo failed; it printed why."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,5 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _main() -> int:
+    try:
+        return main()
+    except StepFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.code
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_main())
