@@ -42,6 +42,7 @@ tools run. ``OUT`` holds::
                           tuning table and the equal-time table when asked
     results.json          every run's figures, the aggregates and the differences
     results.png           mIoU and mBIoU per variant, bars with ± std
+    per_class.png         per-class IoU of every variant in one chart
     curves.png            validation mIoU against iterations and training seconds
     sweep.png             the tuning metric at each sweep point, per variant
     predictions.png       the same SPLIT images predicted by every variant, with the truth

@@ -945,6 +945,8 @@ def write_results(
         plot(study, rows, records, study.out / "results.png")
     if any(r.get("curve") for r in records):
         plot_curves(study, records, study.out / "curves.png")
+    if any(row["runs"] and row["classes"] for row in rows):
+        plot_per_class(study, rows, study.out / "per_class.png")
     if extra.get("chosen") and study.sweep is not None:
         plot_sweep(study, extra["chosen"], study.out / "sweep.png")
     return rows
@@ -984,6 +986,29 @@ def plot_curves(study: Study, records: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{study.title}: learning curves (thin: each seed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_per_class(study: Study, rows: list[dict], path: Path) -> None:
+    """Per-class IoU of every variant in one chart: a group of bars per class (the mean
+    over seeds, ± std)."""
+    plt = _pyplot()
+    rows = [row for row in rows if row["runs"] and row["classes"]]
+    classes = rows[0]["classes"]
+    width = 0.8 / len(rows)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(classes) * len(rows) + 2), 4))
+    x = np.arange(len(classes))
+    for index, row in enumerate(rows):
+        means = [100 * m if not math.isnan(m) else 0.0 for m, _ in row["IoU"]]
+        stds = [0.0 if math.isnan(sd) else 100 * sd for _, sd in row["IoU"]]
+        ax.bar(x + (index - (len(rows) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
+               label=row["variant"])  # fmt: skip
+    ax.set_xticks(x, classes, rotation=30, ha="right")
+    ax.set_ylabel("IoU (%)")
+    ax.set_title(f"{study.title}: per-class IoU, mean ± std over seeds")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

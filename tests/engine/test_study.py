@@ -429,3 +429,4 @@ def test_write_results_writes_the_tables_and_the_plot(tmp_path, records):
     assert saved["variants"][2]["mIoU"] == [None, None]  # NaN as null: strict JSON
     assert (tmp_path / "results.md").read_text().startswith("# study")
     assert (tmp_path / "results.png").stat().st_size > 0
+    assert (tmp_path / "per_class.png").stat().st_size > 0  # every variant's classes in one
