@@ -322,7 +322,7 @@ def sweep_study(study: Study) -> Study:
     sweep = study.sweep
     variants = [
         Variant(
-            f"{variant.name} | {point_label(point)}",
+            f"{variant.name} @ {point_label(point)}",
             variant.config,
             [*variant.overrides, *sweep.overrides, *point_overrides(point)],
             base=variant.name,
@@ -720,7 +720,8 @@ def markdown(study: Study, rows: list[dict], records: list[dict], header: dict, 
     ]
     lines += [_summary_line(row) for row in rows]
     others = [row["variant"] for row in rows if row["variant"] != study.reference_name]
-    if any(row["variant"] == study.reference_name for row in rows) and others:
+    compared = any(row["variant"] == study.reference_name for row in rows) and others
+    if compared and len(study.seeds) > 1:  # one seed (a sweep): no interval to give
         differences = paired_differences(study.reference_name, records, others)
         lines += _differences_table(differences, "Paired differences, per seed")
     lines += _class_table(rows) + _collapsed(records) + _failures(records)

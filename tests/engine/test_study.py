@@ -361,15 +361,15 @@ def test_sweep_chooses_each_variants_best_point_on_its_own(tmp_path, config):
     )
     tuning = sweep_study(study)
     assert [v.name for v in tuning.variants] == [
-        "a | train.lr=0.01", "a | train.lr=0.05", "b | train.lr=0.01", "b | train.lr=0.05",
+        "a @ train.lr=0.01", "a @ train.lr=0.05", "b @ train.lr=0.01", "b @ train.lr=0.05",
     ]  # fmt: skip
     assert tuning.variants[1].overrides == [
         "model.down=max", "model.up=bilinear", "train.iters=2", "train.lr=0.05"
     ]  # fmt: skip
     assert tuning.seeds == [7] and tuning.split == "val" and tuning.out == tmp_path / "sweep"
-    scores = {"a | train.lr=0.01": 0.3, "a | train.lr=0.05": 0.4, "b | train.lr=0.01": 0.5}
+    scores = {"a @ train.lr=0.01": 0.3, "a @ train.lr=0.05": 0.4, "b @ train.lr=0.01": 0.5}
     records = [_record(name, 7, m, None, 0.1) for name, m in scores.items()]
-    records.append(_failed("b | train.lr=0.05", 7))
+    records.append(_failed("b @ train.lr=0.05", 7))
     chosen = choose_points(study, records)
     assert chosen["a"]["point"] == {"train.lr": 0.05} and chosen["a"]["score"] == 0.4
     assert chosen["b"]["point"] == {"train.lr": 0.01}
@@ -378,7 +378,7 @@ def test_sweep_chooses_each_variants_best_point_on_its_own(tmp_path, config):
     assert final.variants[0].overrides == ["model.down=max", "model.up=bilinear", "train.lr=0.05"]
     assert check_budgets(final)["iters"] == 3  # the full budget, not the sweep's
     with pytest.raises(StudyError, match="every sweep run of 'a' failed"):
-        choose_points(study, [_failed("a | train.lr=0.01", 7), _failed("a | train.lr=0.05", 7)])
+        choose_points(study, [_failed("a @ train.lr=0.01", 7), _failed("a @ train.lr=0.05", 7)])
 
 
 def test_equal_time_gives_each_variant_the_references_training_time(tmp_path, config):
