@@ -80,6 +80,7 @@ from seg.engine.study import (
     prediction_grid,
     read_record,
     read_study,
+    refresh_records,
     results_header,
     study_from_configs,
     sweep_study,
@@ -203,7 +204,9 @@ def _protocol(study: Study, command: str) -> tuple[Study, list[dict], dict, dict
     extra: dict = {}
     if study.sweep is not None:
         tuning = sweep_study(study)
-        sweep_records = _phase(tuning, command, "tuning", check_budgets(tuning))
+        sweep_records = refresh_records(
+            tuning, _phase(tuning, command, "tuning", check_budgets(tuning))
+        )
         chosen = choose_points(study, sweep_records)
         for name, choice in chosen.items():
             print(f"    {name}: {point_label(choice['point'])} ({100 * choice['score']:.2f})")

@@ -346,20 +346,29 @@ def sweep_study(study: Study) -> Study:
 
 def choose_points(study: Study, sweep_records: list[dict]) -> dict[str, dict]:
     """Each variant's best sweep point on the sweep's split: ``{variant: {"point", "score",
-    "scores": [(point, score or None)]}}`` (ties: the first point of the grid). A variant
-    whose every tuning run failed is a `StudyError`."""
+    "scores": [(point, score or None)]}}`` (ties: the first point of the grid).
+
+    A variant is chosen for only once every point of its grid has a record (finished or
+    failed): another ``--only`` process may still be tuning it, and a choice made from part
+    of its grid could differ from the one that process makes. A selected variant whose
+    every tuning run failed is a `StudyError`."""
     sweep = study.sweep
     by_name = {v.name: v for v in sweep_study(study).variants}
     points = {name: point for name, point in zip(by_name, _all_points(study))}
     chosen = {}
     for variant in study.variants:
-        scores = []
-        for record in sweep_records:
-            tuned = by_name.get(record["variant"])
-            if tuned is None or tuned.base != variant.name:
-                continue
-            ok = record["status"] == "ok"
-            scores.append((points[record["variant"]], metric(record, sweep.metric) if ok else None))
+        found = {
+            r["variant"]: r
+            for r in sweep_records
+            if r["variant"] in by_name and by_name[r["variant"]].base == variant.name
+        }
+        if len(found) < len(sweep.points()):
+            continue  # not tuned to the end yet
+        scores = [
+            (points[name], metric(r, sweep.metric) if r["status"] == "ok" else None)
+            for name, r in found.items()
+        ]
+        scores.sort(key=lambda item: sweep.points().index(item[0]))
         valid = [(p, v) for p, v in scores if v is not None and not math.isnan(v)]
         if not valid and variant in study.selected:
             raise StudyError(
@@ -369,6 +378,19 @@ def choose_points(study: Study, sweep_records: list[dict]) -> dict[str, dict]:
             best = max(valid, key=lambda item: item[1])  # max keeps the first of equals
             chosen[variant.name] = {"point": best[0], "score": best[1], "scores": scores}
     return chosen
+
+
+def refresh_records(study: Study, records: list[dict]) -> list[dict]:
+    """``records`` of this process, with the finished runs of the variants it did not run
+    looked up again now (another ``--only`` process may have finished them since)."""
+    mine = [r for r in records if any(r["variant"] == v.name for v in study.selected)]
+    others = [
+        find_finished(study, variant, seed)
+        for variant in study.variants
+        if variant not in study.selected
+        for seed in study.seeds
+    ]
+    return mine + [r for r in others if r is not None]
 
 
 def _all_points(study: Study) -> list[dict]:

@@ -377,6 +377,9 @@ def test_sweep_chooses_each_variants_best_point_on_its_own(tmp_path, config):
     final = final_study(study, chosen)
     assert final.variants[0].overrides == ["model.down=max", "model.up=bilinear", "train.lr=0.05"]
     assert check_budgets(final)["iters"] == 3  # the full budget, not the sweep's
+    # Half of a's grid (another process still tuning it): no choice for a yet.
+    assert "a" not in choose_points(study, records[1:])
+    assert choose_points(study, records[1:])["b"] == chosen["b"]
     with pytest.raises(StudyError, match="every sweep run of 'a' failed"):
         choose_points(study, [_failed("a @ train.lr=0.01", 7), _failed("a @ train.lr=0.05", 7)])
 
