@@ -25,7 +25,8 @@ def describe_device(device: str | torch.device | None = None) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu {platform.machine()} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu {platform.machine()} ({threads} thread{'s' if threads != 1 else ''})"
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
