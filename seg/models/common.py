@@ -1,5 +1,6 @@
-"""Pieces the segmentation models share: conv blocks, padding to the network's stride,
-argument checks, and pretrained-weight error messages."""
+"""Pieces the segmentation models share: conv blocks, padding to the network's stride and
+cropping back (both export-safe: no branch on the input size), argument checks, and
+pretrained-weight error messages."""
 
 from __future__ import annotations
 
@@ -36,18 +37,33 @@ def pad_to_multiple(x: Tensor, multiple: int, mode: str = "replicate") -> Tensor
     """Pad [N, C, H, W] at the bottom and right so H and W are multiples of ``multiple``.
 
     ``mode`` is ``replicate`` (repeat the last row/column), ``zeros``, or ``none``
-    (returned unchanged). The caller crops its output back to (H, W).
+    (returned unchanged). The caller crops its output back to (H, W) with `crop_to`.
+
+    Export-safe: it pads always, by ``ceil(H / m) * m - H`` (zero when H is a multiple: a
+    copy), never branching on the size, so a traced graph (``torch.export``, ONNX) holds
+    at every size, not only at those that need the example's padding or none; and the
+    padded size is ``m * ceil(H / m)``, which the tracer knows to be even at every pooling.
+    The values are those of the former ``if no padding: return x`` bit for bit.
     """
     if mode == "none" or multiple <= 1:
         return x
     height, width = x.shape[-2], x.shape[-1]
-    pad_h = (-height) % multiple
-    pad_w = (-width) % multiple
-    if pad_h == 0 and pad_w == 0:
-        return x
+    pad_h = (height + multiple - 1) // multiple * multiple - height
+    pad_w = (width + multiple - 1) // multiple * multiple - width
     if mode == "replicate":
         return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
     return F.pad(x, (0, pad_w, 0, pad_h))
+
+
+def crop_to(x: Tensor, height, width) -> Tensor:
+    """``x[..., :height, :width]`` as a new contiguous tensor (a negative ``F.pad``).
+
+    Export-safe where the slice is not: whether a slice is contiguous depends on whether
+    anything was cut, and ``torch.export`` would freeze the example's answer into the
+    program as a guard (a ``.pt2`` would refuse every size but those like the example's).
+    ``height`` and ``width`` may be symbolic sizes.
+    """
+    return F.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2]))
 
 
 def check_model_arguments(model: type, num_classes: int, pool_options: dict) -> None:

@@ -57,6 +57,7 @@ from .common import (
     check_model_arguments,
     check_pad_mode,
     conv_bn_relu,
+    crop_to,
     download_failed,
     weights_path,
 )
@@ -334,4 +335,4 @@ class DeepLabV3Plus(nn.Module):
         logits = F.interpolate(
             self.classifier(y), size=x.shape[-2:], mode="bilinear", align_corners=True
         )
-        return logits[..., :height, :width]
+        return crop_to(logits, height, width)

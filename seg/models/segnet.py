@@ -40,6 +40,7 @@ from .common import (
     check_model_arguments,
     check_pad_mode,
     conv_bn_relu,
+    crop_to,
     download_failed,
     pad_to_multiple,
     weights_path,
@@ -248,7 +249,7 @@ class SegNet(nn.Module):
                 x = self.skip_fusions[i](torch.cat([x, features[i]], dim=1))
             x = self.decoder[i](x)
         logits = self.classifier(x)
-        return logits[..., :height, :width]
+        return crop_to(logits, height, width)
 
     # ------------------------------------------------------------------ pretrained encoder
 
