@@ -16,6 +16,7 @@ from model_helpers import randomize_batch_norm_stats, randomize_lift_predictors
 
 import seg.models.deeplab as deeplab_module
 import seg.models.segnet as segnet_module
+from seg.engine.export import ExportError, check_guards, export_program, supported_minimum
 from seg.models import DeepLabV3Plus, SegNet
 from seg.models.common import crop_to, pad_to_multiple
 
@@ -118,3 +119,40 @@ def test_deeplab_logits_unchanged_at_every_size(up, output_stride, pad_mode, mon
         pad_mode=pad_mode,
     )
     _assert_bitwise_former(_prepared(model), deeplab_module, monkeypatch, "_pad")
+
+
+def _segnet_lift():
+    torch.manual_seed(0)
+    return _prepared(SegNet(4, width=0.0625, depth=2, down="lift", up="lift"))  # stride 4
+
+
+def test_export_from_a_multiple_of_the_stride_holds_at_every_size():
+    model = _segnet_lift()
+    example = torch.randn(2, 3, 16, 16)  # a multiple of the stride (4): the trap's example
+    program = export_program(model, example)
+    minimum = supported_minimum(program, example.shape, 4)
+    assert minimum == (5, 5)  # learned predictors reflect-pad: 2 samples at the deepest level
+    assert check_guards(program, 3, minimum, 4) > 0
+    module = program.module()
+    with torch.no_grad():
+        for shape in [(1, 3, 5, 7), (1, 3, 33, 37), (3, 3, 50, 24), (2, 3, 16, 16)]:
+            x = torch.randn(shape)
+            torch.testing.assert_close(module(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_former_padding_branch_is_caught_by_the_export(monkeypatch):
+    model = _segnet_lift()
+    example = torch.randn(2, 3, 16, 16)
+    monkeypatch.setattr(segnet_module, "pad_to_multiple", _former_pad)
+    program = export_program(model, example)
+    with pytest.raises(ExportError, match=r"only valid for some sizes.*% 4\) == 0"):
+        supported_minimum(program, example.shape, 4)
+
+
+def test_odd_stages_without_padding_are_refused():
+    torch.manual_seed(0)
+    model = _prepared(SegNet(4, width=0.0625, depth=2, pad_mode="none"))
+    example = torch.randn(2, 3, 16, 16)
+    program = export_program(model, example)
+    with pytest.raises(ExportError, match="pad_mode 'replicate' or 'zeros'"):
+        check_guards(program, 3, supported_minimum(program, example.shape, 4), 4)
