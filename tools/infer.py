@@ -1,8 +1,9 @@
-"""Predict label maps for images with a checkpoint; nothing else is needed.
+"""Predict label maps for images with a checkpoint or an exported model; nothing else is needed.
 
     python tools/infer.py work_dirs/RUN/best.pt photo.jpg --out preds/
     python tools/infer.py work_dirs/RUN/best.pt images/ --out preds/ --overlay
     python tools/infer.py work_dirs/RUN/best.pt "shots/*.png" --tta flip --mode slide
+    python tools/infer.py model.onnx images/ --out preds/ --overlay     # tools/export.py's
 
 For each image it writes OUT/NAME.png, a palette PNG whose pixel values are class indices at
 the image's own size (colours: the data set's palette), and with --overlay
@@ -13,6 +14,12 @@ An output folder that would write over an input image (or is the input folder) i
 Images are read as a viewer shows them (EXIF orientation applied, 16-bit and float images
 scaled, not clipped). An unreadable image is reported by name and skipped; the exit code is
 1 if any image failed, 2 for a usage error.
+
+MODEL.onnx / MODEL.pt2 (written by tools/export.py) predict like the checkpoint they came
+from: class names, palette, normalisation and eval settings come from the file's metadata.
+ONNX files run in ONNX Runtime (its CUDA provider when it has one and --device is not cpu,
+else the CPU); .pt2 programs on --device (default cpu). Images smaller than the minimum size
+the file was verified for are reported and skipped.
 """
 
 from __future__ import annotations
@@ -28,11 +35,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from seg.config import ConfigError
+from seg.config import ConfigError, config_from_dict
 from seg.data import build_val_transform
 from seg.data.base import IMAGE_EXTENSIONS, read_image
 from seg.engine import load_for_inference, predict
 from seg.engine.cli import EXPECTED_ERRORS, fail
+from seg.engine.export import ExportedModel, SizeError
 from seg.engine.visualize import overlay, save_label_png
 
 
@@ -90,13 +98,36 @@ def check_outputs(plan: dict[Path, Path], spec: str, out: Path, overlays: bool) 
             )
 
 
+EXPORTED = (".onnx", ".pt2")
+
+
+def pick_device(path: str, name: str | None) -> torch.device:
+    """--device, else cuda when available (a .pt2 program: the CPU it was exported on)."""
+    if name is not None:
+        return torch.device(name)
+    if Path(path).suffix.lower() == ".pt2" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def load_model(path: str, overrides: tuple[str, ...], device: torch.device):
+    """``(model, cfg, meta)`` of a checkpoint or of a file tools/export.py wrote (an
+    `ExportedModel`, whose metadata holds what the checkpoint's config and meta would)."""
+    if Path(path).suffix.lower() in EXPORTED:
+        model = ExportedModel(path, device)
+        cfg = config_from_dict(model.meta["config"], overrides)
+        print(f"{model.path.name}: {model.format}, running on {', '.join(model.providers)}")
+        return model, cfg, model.meta
+    return load_for_inference(path, overrides, device)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Predict label maps with a segmentation checkpoint.",
+        description="Predict label maps with a segmentation checkpoint or exported model.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n")[1],
     )
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", help="a checkpoint, or a MODEL.onnx / MODEL.pt2")
     parser.add_argument("input", help="an image, a folder of images, or a glob (quote it)")
     parser.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     parser.add_argument("--overlay", action="store_true", help="also write colour overlays")
@@ -106,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
     args = parser.parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     overrides = list(args.set)
     for key, value in (("mode", args.mode), ("tta", args.tta)):
         if value is not None:
@@ -118,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"no images found at {args.input!r}")
         plan = plan_outputs(paths, args.input, out)
         check_outputs(plan, args.input, out, args.overlay)
-        model, cfg, meta = load_for_inference(args.checkpoint, tuple(overrides), device)
+        device = pick_device(args.checkpoint, args.device)
+        model, cfg, meta = load_model(args.checkpoint, tuple(overrides), device)
     except EXPECTED_ERRORS as error:
         return fail(error)
     transform = build_val_transform(meta["mean"], meta["std"])
@@ -127,17 +158,23 @@ def main(argv: list[str] | None = None) -> int:
     written: set[Path] = set()
 
     def run(batch: list[tuple[Path, np.ndarray]]) -> None:
-        images = torch.stack([transform(image=image)["image"] for _, image in batch]).to(device)
-        probs = predict(
-            model,
-            images,
-            mode=cfg.eval.mode,
-            crop_size=cfg.eval.crop_size,
-            stride=cfg.eval.stride,
-            tta=cfg.eval.tta,
-            scales=cfg.eval.scales,
-            resize=cfg.data.get("resize"),
-        )
+        images = torch.stack([transform(image=image)["image"] for _, image in batch])
+        try:
+            probs = predict(
+                model,
+                images.to(device),
+                mode=cfg.eval.mode,
+                crop_size=cfg.eval.crop_size,
+                stride=cfg.eval.stride,
+                tta=cfg.eval.tta,
+                scales=cfg.eval.scales,
+                resize=cfg.data.get("resize"),
+            )
+        except SizeError as error:  # an exported model's minimum size (batches share a size)
+            for path, _ in batch:
+                print(f"skipped {path}: {' '.join(str(error).split())}", file=sys.stderr)
+                failed.append(str(path))
+            return
         labels = probs.argmax(dim=1).cpu().numpy()
         for (path, image), label in zip(batch, labels):
             target = label_path(plan[path])
@@ -166,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {len(written)} label PNG(s) to {out}" + (" (+ overlays/)" if args.overlay else "")
     )
     if failed:
-        print(f"{len(failed)} image(s) could not be read: {', '.join(failed)}", file=sys.stderr)
+        print(
+            f"{len(failed)} image(s) could not be predicted: {', '.join(failed)}", file=sys.stderr
+        )
         return 1
     return 0
 

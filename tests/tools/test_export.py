@@ -1,6 +1,7 @@
-"""tools/export.py through its ``main(argv)`` as a user runs it: the export verifies itself
-at sizes off the stride, carries the checkpoint's metadata, refuses what it can't do (exit
-2 for usage, 1 for what failed) and leaves nothing behind when it fails.
+"""tools/export.py and tools/infer.py on exported files, through their ``main(argv)`` as a
+user runs them: the export verifies itself at sizes off the stride, carries the checkpoint's
+metadata, refuses what it can't do (exit 2 for usage, 1 for what failed) and leaves nothing
+behind when it fails; predictions from an ONNX export match the checkpoint's.
 
 The fast tests export SegNet lift/lift (learned predictors) to ONNX and pt2 and SegNet
 max/maxunpool to ONNX; the slow ones every SegNet pair and DeepLabV3+ in both formats.
@@ -14,8 +15,10 @@ import io
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import seg.engine.export as export_module
 import seg.models.segnet as segnet_module
@@ -185,6 +188,60 @@ def test_max_unpool_indices_survive_onnx(tmp_path):
     assert code == 0, stdout + stderr
     assert ", opset 18:" in stdout and "height >= 1, width >= 1" in stdout
     assert all(line.endswith("ok") for line in verified_lines(stdout))
+
+
+def _images(folder, sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, (height, width) in enumerate(sizes):
+        # smooth blobs, not noise: a few regions per image, as in a photograph
+        small = rng.integers(0, 256, (max(2, height // 8), max(2, width // 8), 3), dtype=np.uint8)
+        image = Image.fromarray(small).resize((width, height), Image.BILINEAR)
+        image.save(folder / f"img{index}.png")
+
+
+def _infer(load_tool, *argv, capsys):
+    code = load_tool("infer").main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("kind", ["onnx", "pt2"])
+def test_infer_from_the_export_matches_the_checkpoint(
+    kind, request, lift_checkpoint, load_tool, tmp_path, capsys
+):
+    exported, _ = request.getfixturevalue(f"lift_{kind}")
+    images = tmp_path / "images"
+    _images(images, [(37, 53), (61, 45), (100, 77), (9, 130)])
+    code, _, err = _infer(
+        load_tool, lift_checkpoint, images, "--out", tmp_path / "ckpt", "--overlay", capsys=capsys
+    )
+    assert code == 0, err
+    code, out, err = _infer(
+        load_tool, exported, images, "--out", tmp_path / kind, "--overlay", capsys=capsys
+    )
+    assert code == 0, err
+    assert f"{exported.name}: {kind}, running on" in out and "wrote 4 label PNG(s)" in out
+    for index in range(4):
+        ours = Image.open(tmp_path / kind / f"img{index}.png")
+        theirs = Image.open(tmp_path / "ckpt" / f"img{index}.png")
+        assert ours.mode == "P" and ours.getpalette()[:12] == sum(META["palette"], [])
+        agreement = (np.asarray(ours) == np.asarray(theirs)).mean()
+        assert agreement >= 0.999, (index, agreement)
+        assert (tmp_path / kind / "overlays" / f"img{index}.jpg").is_file()
+
+
+def test_infer_skips_images_below_the_exported_minimum_and_keeps_its_guards(
+    lift_onnx, load_tool, tmp_path, capsys
+):
+    images = tmp_path / "images"
+    _images(images, [(5, 40), (20, 20)])
+    code, out, err = _infer(load_tool, lift_onnx[0], images, "--out", tmp_path / "o", capsys=capsys)
+    assert code == 1
+    assert "img0.png: an input of 5x40 (the image, or the view" in err and "the 9x9 the" in err
+    assert "wrote 1 label PNG(s)" in out and (tmp_path / "o" / "img1.png").is_file()
+    code, _, err = _infer(load_tool, lift_onnx[0], images, "--out", images, capsys=capsys)
+    assert code == 2 and "is the input folder" in err
 
 
 def test_usage_errors_name_the_fix(lift_checkpoint, tmp_path):
