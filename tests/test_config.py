@@ -73,7 +73,10 @@ def test_int_is_accepted_for_a_float():
 @pytest.mark.parametrize(
     "override, pattern",
     [
-        ("train.lrr=0.1", r"^train: unknown key 'lrr'; did you mean 'lr'\? Choose one of: accumulate, amp, "),
+        (
+            "train.lrr=0.1",
+            r"^train: unknown key 'lrr'; did you mean 'lr'\? Choose one of: accumulate, amp, ",
+        ),
         ("train.iter=5", r"train: unknown key 'iter'; did you mean 'iters'\?"),
         ("model.widht=0.5", r"model: unknown key 'widht'; did you mean 'width'\?"),
         ("data.sise=32", r"data: unknown key 'sise'; did you mean 'size'\?"),
