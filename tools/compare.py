@@ -27,7 +27,10 @@ Resumable: a run that finished is not run again, an interrupted one (Ctrl-C or S
 the run saves its ``last.pt`` first) continues from there; run the same command again. A
 finished run is reused when only the scoring changes (``--split``, ``--checkpoint``); a run
 folder trained with other settings is refused, not mixed in. ``--only NAME ...`` runs those
-variants and tabulates them with whatever the others have finished. A run that fails is
+variants and tabulates them with whatever the others have finished (two processes with
+disjoint ``--only`` lists share a study); ``--tables`` runs nothing and rewrites the tables
+and pictures from the runs that finished. The command recorded in ``results.md`` leaves
+both out: it is the one that reproduces the whole study. A run that fails is
 reported in the tables and in the exit status (1), never averaged in; the others go on.
 Paths in ``--set`` values (``data.root=...``) are read from the repository root, where the
 tools run. ``OUT`` holds::
@@ -283,6 +286,11 @@ def _parser() -> argparse.ArgumentParser:
         help="a variant of the one config: its name, then its overrides (repeat the flag)",
     )
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these variants")
+    parser.add_argument(
+        "--tables",
+        action="store_true",
+        help="run nothing: rewrite the tables and pictures from the runs that finished",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="for all")
     parser.add_argument("--split", help="score on this split (default: each config's eval.split)")
@@ -316,15 +324,34 @@ def _study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Study:
         title=args.title,
         device=args.device,
         num_images=args.images,
-        only=args.only,
+        only=[] if args.tables else args.only,
     )
+
+
+def _study_arguments(argv: list[str]) -> list[str]:
+    """The arguments without ``--only NAME ...`` and ``--tables``, which choose what this
+    process runs, not what the study is: the command recorded reproduces the whole study."""
+    kept, skipping = [], False
+    for arg in argv:
+        if arg in ("--only", "--tables"):
+            skipping = arg == "--only"
+            continue
+        if skipping and not arg.startswith("--"):
+            continue
+        skipping = False
+        kept.append(arg)
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     command = shlex.join(
-        ["python", "tools/compare.py", *(argv if argv is not None else sys.argv[1:])]
+        [
+            "python",
+            "tools/compare.py",
+            *_study_arguments(argv if argv is not None else sys.argv[1:]),
+        ]
     )
     try:
         study = _study(args, parser)

@@ -112,6 +112,14 @@ def test_running_again_reruns_only_what_did_not_finish(study, compare_cli):
     only = compare_cli(*args, "--only", "lift/lift", check=0)  # and what else finished
     assert "| lift/lift | 2/2 |" in only.stdout and "| max/maxunpool | 2/2 |" in only.stdout
     assert "| broken |" not in only.stdout
+    # --tables runs nothing (not even the failed run) and rewrites the tables; the command
+    # they record is the whole study's, without the arguments that chose what to run.
+    tables = compare_cli(*args, "--tables", check=0)
+    assert broken_log.read_text().count("tools/train.py") == before[1] + 1
+    assert "| lift/lift | 2/2 |" in tables.stdout and "| max/maxunpool | 2/2 |" in tables.stdout
+    text = (out / "results.md").read_text()
+    command = next(line for line in text.splitlines() if line.startswith("- command:"))
+    assert "--tables" not in command and "--only" not in command and "--seeds 0 1" in command
     best = compare_cli(*args, "--checkpoint", "best", "--only", "lift/lift", check=0)
     assert lift_log.read_text().count("tools/train.py") == before[0].count("tools/train.py")
     assert "tools/eval.py" in lift_log.read_text()
