@@ -213,7 +213,7 @@ class Run:
     lr: float = math.nan  # the learning rate of the last step
     world_size: int = 1
     # the micro-batches per step that the LiftPool regulariser weights are set for
-    reg_micro_batches: int = 1
+    reg_micro_batches: tuple[int, float] = (1, 1.0)  # what the regulariser weights are set for
     _rng: dict | None = field(default=None, repr=False)
 
     def state_dict(self) -> dict:
@@ -371,16 +371,21 @@ def _forward_backward(
 
 
 def _weigh_regularizers(run: Run, count: int) -> None:
-    """LiftPool regulariser weights for steps of ``count`` micro-batches: ``lambda / count``.
+    """LiftPool regulariser weights for steps of ``count`` micro-batches under the grad
+    scaler: ``lambda * scale / count``.
 
     Each LiftDownPool call gives its regulariser gradient 1 whatever the loss is scaled by
-    (`seg.ops.set_lift_regularization`), so without this K micro-batches would add it K
-    times where one batch of them all adds it once.
+    (`seg.ops.set_lift_regularization`), so without the ``1 / count`` K micro-batches
+    would add it K times where one batch of them all adds it once, and without the
+    ``scale`` (fp16's GradScaler multiplies the loss, then divides every gradient by the
+    same factor) the term would shrink by that factor (2^16 at first).
     """
-    if run.reg_micro_batches != count:
+    scale = run.scaler.get_scale() if run.scaler.is_enabled() else 1.0
+    if run.reg_micro_batches != (count, scale):
         tcfg = run.cfg.train
-        set_lift_regularization(run.model, tcfg.lambda_u / count, tcfg.lambda_p / count)
-        run.reg_micro_batches = count
+        factor = scale / count
+        set_lift_regularization(run.model, tcfg.lambda_u * factor, tcfg.lambda_p * factor)
+        run.reg_micro_batches = (count, scale)
 
 
 def _diverged(run: Run, terms: dict[str, Tensor]) -> TrainingDiverged:

@@ -254,3 +254,16 @@ def test_run_state_dict_round_trip_continues_identically(tmp_path, make_config):
         train_step(b, batch)
         for key, tensor in a.model.state_dict().items():
             assert torch.equal(tensor, b.model.state_dict()[key]), key
+
+
+def test_a_grad_scaler_leaves_the_step_and_the_regulariser_as_they_were(tmp_path, make_config):
+    """fp16's GradScaler multiplies the loss and divides the gradients by its scale; the
+    LiftPool regulariser (which the layers add to the gradient themselves) must follow."""
+    cfg = make_config(tmp_path, ["train.warmup_iters=0", "train.lambda_p=1.0"])
+    plain, batch = _run_and_batch(cfg)
+    scaled, _ = _run_and_batch(cfg)
+    scaled.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    for run in (plain, scaled):
+        train_step(run, batch)
+    for (name, a), b in zip(plain.model.named_parameters(), scaled.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
