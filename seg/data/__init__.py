@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from seg.data.ade20k import ADE20K, ReducedZeroLabelFolder
+from seg.data.ade20k import ADE20K
 from seg.data.base import IGNORE_INDEX, SegmentationDataset, median_frequency_weights
 from seg.data.camvid import CamVid
 from seg.data.cityscapes import ID_TO_TRAIN_ID, Cityscapes
@@ -198,9 +198,7 @@ def _build_ade20k(cfg: Mapping[str, Any], split: str, transform: Callable) -> AD
 
 def _build_folder(cfg: Mapping[str, Any], split: str, transform: Callable) -> FolderDataset:
     root = Path(cfg.get("root", "."))
-    # reduce_zero_label: masks store 0 for "no class" (ignored) and class c as c + 1.
-    kind = ReducedZeroLabelFolder if cfg.get("reduce_zero_label", False) else FolderDataset
-    return kind(
+    return FolderDataset(
         root / str(cfg["images"]).format(split=split),
         root / str(cfg["masks"]).format(split=split),
         classes=cfg["classes"],
@@ -209,6 +207,8 @@ def _build_folder(cfg: Mapping[str, Any], split: str, transform: Callable) -> Fo
         ignore_color=cfg.get("ignore_color"),
         mask_suffix=cfg.get("mask_suffix", ""),
         ignore_index=int(cfg.get("ignore_index", IGNORE_INDEX)),
+        # masks store 0 for "no class" (ignored) and class c as c + 1
+        reduce_zero_label=bool(cfg.get("reduce_zero_label", False)),
     )
 
 

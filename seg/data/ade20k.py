@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from seg.data.base import (
-    IGNORE_INDEX,
     LayoutDataset,
     Sample,
     missing_path_error,
     read_index_mask,
+    reduce_zero_label,
 )
-from seg.data.folder import FolderDataset, list_images, pair_with_masks
+from seg.data.folder import list_images, pair_with_masks
 from seg.data.palettes import ADE20K_CLASSES, ADE20K_PALETTE
 
 ADE20K_SPLITS = {"train": "training", "val": "validation"}
@@ -70,31 +70,6 @@ def ade20k_samples(root: str | Path, split: str) -> tuple[list[Sample], list[Pat
     return pair_with_masks(list_images(ade / "images" / folder), ade / "annotations" / folder)
 
 
-def reduce_zero_label(
-    mask: np.ndarray,
-    path: Path | str = "mask",
-    num_classes: int = len(ADE20K_CLASSES),
-    ignore_index: int = IGNORE_INDEX,
-) -> np.ndarray:
-    """Stored labels 0..num_classes -> class ids: 0 -> ``ignore_index``, v -> v - 1.
-
-    A stored ``ignore_index`` beyond the classes stays ignored (mmsegmentation's
-    ``reduce_zero_label`` keeps 255 as 255). Any other value is a ValueError naming ``path``.
-    """
-    labels = np.asarray(mask).astype(np.int64)
-    ignored = labels == ignore_index if ignore_index > num_classes else np.zeros_like(labels, bool)
-    bad = np.unique(labels[((labels < 0) | (labels > num_classes)) & ~ignored])
-    if bad.size:
-        raise ValueError(
-            f"{path}: label values {bad[:10].tolist()} are outside 0..{num_classes} (0 = "
-            f"not a class, ignored; 1..{num_classes} = the {num_classes} classes, stored "
-            "before reduce_zero_label); fix or remove this annotation"
-        )
-    reduced = labels - 1
-    reduced[(labels == 0) | ignored] = ignore_index
-    return reduced
-
-
 class ADE20K(LayoutDataset):
     """ADE20K / SceneParsing: 150 classes, label 0 ignored; ``split`` train or val."""
 
@@ -108,12 +83,3 @@ class ADE20K(LayoutDataset):
     def read_mask(self, sample: Sample) -> np.ndarray:
         mask = read_index_mask(sample.mask_path, ADE20K_MASK_HINT)
         return reduce_zero_label(mask, sample.mask_path)
-
-
-class ReducedZeroLabelFolder(FolderDataset):
-    """A `FolderDataset` whose masks store label 0 for "no class" and classes from 1, as
-    ADE20K's do (``data.reduce_zero_label: true``): read through `reduce_zero_label`."""
-
-    def read_mask(self, sample: Sample) -> np.ndarray:
-        mask = super().read_mask(sample)
-        return reduce_zero_label(mask, sample.mask_path, self.num_classes, self.ignore_index)

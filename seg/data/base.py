@@ -335,6 +335,31 @@ class FileDataset(SegmentationDataset):
         return image, mask, sample.name
 
 
+def reduce_zero_label(
+    mask: np.ndarray,
+    path: Path | str = "mask",
+    num_classes: int = 150,  # ADE20K's, where the protocol comes from
+    ignore_index: int = IGNORE_INDEX,
+) -> np.ndarray:
+    """Stored labels 0..num_classes -> class ids: 0 -> ``ignore_index``, v -> v - 1.
+
+    A stored ``ignore_index`` beyond the classes stays ignored (mmsegmentation's
+    ``reduce_zero_label`` keeps 255 as 255). Any other value is a ValueError naming ``path``.
+    """
+    labels = np.asarray(mask).astype(np.int64)
+    ignored = labels == ignore_index if ignore_index > num_classes else np.zeros_like(labels, bool)
+    bad = np.unique(labels[((labels < 0) | (labels > num_classes)) & ~ignored])
+    if bad.size:
+        raise ValueError(
+            f"{path}: label values {bad[:10].tolist()} are outside 0..{num_classes} (0 = "
+            f"not a class, ignored; 1..{num_classes} = the {num_classes} classes, stored "
+            "before reduce_zero_label); fix or remove this annotation"
+        )
+    reduced = labels - 1
+    reduced[(labels == 0) | ignored] = ignore_index
+    return reduced
+
+
 class LayoutDataset(FileDataset):
     """A data set in its published folder layout, read as ``Cls(root, split, transform)``.
 

@@ -21,6 +21,7 @@ from seg.data.base import (
     missing_files_error,
     missing_path_error,
     read_label_png,
+    reduce_zero_label,
     require_dir,
 )
 from seg.data.palettes import distinct_palette
@@ -141,6 +142,8 @@ class FolderDataset(FileDataset):
     class, used to read colour masks and to draw predictions (default: a generated one;
     colour masks then raise). ``ignore_color``: an RGB colour in colour masks that means
     "ignore" (255). ``mask_suffix``: text between the stem and ``.png`` in mask names.
+    ``reduce_zero_label``: masks store 0 for "no class" (ignored) and class c as c + 1, as
+    ADE20K's do (see `reduce_zero_label`).
     """
 
     def __init__(
@@ -153,8 +156,10 @@ class FolderDataset(FileDataset):
         ignore_color: Sequence[int] | None = None,
         mask_suffix: str = "",
         ignore_index: int = IGNORE_INDEX,
+        reduce_zero_label: bool = False,
     ) -> None:
         super().__init__(transform)
+        self.reduce_zero_label = reduce_zero_label
         if isinstance(classes, str | bytes) or not isinstance(classes, Sequence) or not classes:
             raise ValueError(
                 f"classes must be a list of class names (index = class id), got {classes!r}; "
@@ -179,6 +184,12 @@ class FolderDataset(FileDataset):
             raise missing_files_error(missing)
 
     def read_mask(self, sample: Sample) -> np.ndarray:
+        mask = self._stored_labels(sample)
+        if self.reduce_zero_label:
+            return reduce_zero_label(mask, sample.mask_path, self.num_classes, self.ignore_index)
+        return mask
+
+    def _stored_labels(self, sample: Sample) -> np.ndarray:
         mask = read_label_png(sample.mask_path, keep_rgb=self.has_palette)
         if mask.ndim == 2:
             return mask
