@@ -24,7 +24,8 @@ log = logging.getLogger("seg")
 # What a run leaves behind that a new run must not silently replace.
 RUN_OUTPUTS = (LAST, BEST, "metrics.json")
 # What --force removes besides RUN_OUTPUTS: files the trainer wrote, nothing else.
-_REPLACED_WITH_FORCE = ("metrics.md", "curve.jsonl")
+CURVE = "curve.jsonl"  # one line per validation during training: the learning curve
+_REPLACED_WITH_FORCE = ("metrics.md", CURVE)
 # Dotted keys (or whole sections) a resume may change: where files are, how the run is
 # watched and how fast data arrive, nothing the weights depend on.
 SAFE_TO_CHANGE_ON_RESUME = (
@@ -177,9 +178,6 @@ def launch_command(world_size: int, local_world_size: int, config: Path) -> str:
         if nodes > 1:
             launcher += f" --nnodes {nodes} (and your rendezvous options)"
     return f"{launcher} tools/train.py {config} --resume"
-
-
-CURVE = "curve.jsonl"
 
 
 def append_curve(work_dir: Path, iteration: int, seconds: float, metrics: Mapping) -> None:

@@ -212,8 +212,8 @@ class Run:
     cost: dict = field(default_factory=_empty_cost)
     lr: float = math.nan  # the learning rate of the last step
     world_size: int = 1
-    # the micro-batches per step that the LiftPool regulariser weights are set for
-    reg_micro_batches: tuple[int, float] = (1, 1.0)  # what the regulariser weights are set for
+    # (micro-batches per step, grad-scaler scale) the LiftPool regulariser weights are set for
+    reg_weights_for: tuple[int, float] = (1, 1.0)
     _rng: dict | None = field(default=None, repr=False)
 
     def state_dict(self) -> dict:
@@ -381,11 +381,11 @@ def _weigh_regularizers(run: Run, count: int) -> None:
     same factor) the term would shrink by that factor (2^16 at first).
     """
     scale = run.scaler.get_scale() if run.scaler.is_enabled() else 1.0
-    if run.reg_micro_batches != (count, scale):
+    if run.reg_weights_for != (count, scale):
         tcfg = run.cfg.train
         factor = scale / count
         set_lift_regularization(run.model, tcfg.lambda_u * factor, tcfg.lambda_p * factor)
-        run.reg_micro_batches = (count, scale)
+        run.reg_weights_for = (count, scale)
 
 
 def _diverged(run: Run, terms: dict[str, Tensor]) -> TrainingDiverged:
