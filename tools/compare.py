@@ -230,10 +230,10 @@ def _protocol(study: Study, command: str) -> tuple[Study, list[dict], dict, dict
 
 
 def run_study(study: Study, command: str) -> int:
-    check_budgets(study)
+    check_budgets(study)  # before anything is written
     study.out.mkdir(parents=True, exist_ok=True)
-    records: list[dict] = []
-    header: dict = results_header(study, check_budgets(study), command)
+    records: list[dict] = []  # filled once the protocol has run (interrupts: see below)
+    header: dict = {}
     extra: dict = {}
     try:
         study, records, header, extra = _protocol(study, command)
@@ -244,7 +244,7 @@ def run_study(study: Study, command: str) -> int:
         except (OSError, ValueError, RuntimeError, ConfigError) as error:
             print(f"warning: no predictions.png: {error}", file=sys.stderr)
     except KeyboardInterrupt:
-        if records:
+        if records:  # interrupted while writing the final tables: write them whole
             write_results(study, records, header, extra)
         print(
             "interrupted; run the same command again to continue where it stopped",

@@ -316,13 +316,18 @@ def check_budgets(study: Study) -> dict:
 # ---------------------------------------------------------------- the protocol's phases
 
 
+def tuning_name(variant: str, point: dict) -> str:
+    """The name of ``variant``'s tuning run at a sweep ``point``: ``"lift/lift @ train.lr=0.01"``."""
+    return f"{variant} @ {point_label(point)}"
+
+
 def sweep_study(study: Study) -> Study:
     """The tuning runs: each variant at each sweep point, the sweep budget, one seed, scored
     on the sweep's split, in ``OUT/sweep``."""
     sweep = study.sweep
     variants = [
         Variant(
-            f"{variant.name} @ {point_label(point)}",
+            tuning_name(variant.name, point),
             variant.config,
             [*variant.overrides, *sweep.overrides, *point_overrides(point)],
             base=variant.name,
@@ -353,22 +358,17 @@ def choose_points(study: Study, sweep_records: list[dict]) -> dict[str, dict]:
     of its grid could differ from the one that process makes. A selected variant whose
     every tuning run failed is a `StudyError`."""
     sweep = study.sweep
-    by_name = {v.name: v for v in sweep_study(study).variants}
-    points = {name: point for name, point in zip(by_name, _all_points(study))}
+    grid = sweep.points()
+    by_name = {r["variant"]: r for r in sweep_records}
     chosen = {}
     for variant in study.variants:
-        found = {
-            r["variant"]: r
-            for r in sweep_records
-            if r["variant"] in by_name and by_name[r["variant"]].base == variant.name
-        }
-        if len(found) < len(sweep.points()):
+        found = [by_name.get(tuning_name(variant.name, point)) for point in grid]
+        if None in found:
             continue  # not tuned to the end yet
         scores = [
-            (points[name], metric(r, sweep.metric) if r["status"] == "ok" else None)
-            for name, r in found.items()
+            (point, metric(r, sweep.metric) if r["status"] == "ok" else None)
+            for point, r in zip(grid, found)
         ]
-        scores.sort(key=lambda item: sweep.points().index(item[0]))
         valid = [(p, v) for p, v in scores if v is not None and not math.isnan(v)]
         if not valid and variant in study.selected:
             raise StudyError(
@@ -391,10 +391,6 @@ def refresh_records(study: Study, records: list[dict]) -> list[dict]:
         for seed in study.seeds
     ]
     return mine + [r for r in others if r is not None]
-
-
-def _all_points(study: Study) -> list[dict]:
-    return [point for _ in study.variants for point in study.sweep.points()]
 
 
 def final_study(study: Study, chosen: dict[str, dict]) -> Study:
