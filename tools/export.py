@@ -19,7 +19,6 @@ with it: python tools/infer.py model.onnx images/ --out preds/.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from seg.config import ConfigError
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         model, cfg, meta = load_for_inference(args.checkpoint, device="cpu", config=args.config)
         stride = network_stride(model)
         size = example_size(args, cfg, stride)
-        config = dataclasses.asdict(cfg)
+        config = cfg.to_dict()
         metadata = export_metadata(meta, config, Path(args.checkpoint).name)
         print(
             f"exporting {describe(cfg.model)} from {args.checkpoint} as {fmt}, example "
