@@ -18,6 +18,14 @@ measured in the same run.
 
     python tools/bench_model.py --out bench_results/         # the configs' sizes (GPU)
     python tools/bench_model.py --quick --out /tmp/bench     # x1/16 SegNet, resnet18, 64x64
+    python tools/bench_model.py --device cpu --model segnet --rounds 3 \
+        --set model.width=0.25 train.batch_size=8 'data.crop_size=[180,240]'   # the CPU case
+
+``--set KEY=VALUE ...`` overrides every selected case's config (as tools/train.py's
+``--set``), after ``--quick``'s; ``--model`` keeps one model's cases. ``--rounds R`` runs the
+whole list R times, interleaved (case 1, 2, ..., then again), and reports each case's median
+over the rounds: a machine whose speed drifts (shared cores, a VM) shifts every case alike
+within a round, so the ratios stay fair.
 
 Writes ``bench_model.json`` and ``bench_model.md`` to ``--out``.
 """
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -51,14 +60,16 @@ QUICK = {
 }
 
 
-def cases(quick: bool) -> list[dict]:
-    """(model, label, config, overrides); the first case of each model is its baseline."""
+def cases(quick: bool, extra: list[str] = ()) -> list[dict]:
+    """(model, label, config, overrides); the first case of each model is its baseline.
+    ``extra``: overrides for every case, applied last."""
     out = []
     for down, up in SEGNET_PAIRS:
         sets = [f"model.down={down}", f"model.up={up}", *(QUICK["segnet"] if quick else [])]
+        sets += list(extra)
         out.append({"model": "segnet", "pair": f"{down}/{up}", "config": SEGNET, "set": sets})
     for up in DEEPLAB_UPS:
-        sets = [f"model.up={up}", *(QUICK["deeplabv3plus"] if quick else [])]
+        sets = [f"model.up={up}", *(QUICK["deeplabv3plus"] if quick else []), *extra]
         out.append({"model": "deeplabv3plus", "pair": up, "config": DEEPLAB, "set": sets})
     return out
 
@@ -155,6 +166,19 @@ def run_isolated(case: dict, args: argparse.Namespace) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def combine_rounds(runs: list[dict]) -> dict:
+    """One case's result over the rounds: the median step time and peak memory (and every
+    round's time); the first error if any round failed."""
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    out = dict(runs[0])
+    out["step_ms"] = statistics.median(r["step_ms"] for r in runs)
+    out["peak_mib"] = statistics.median(r["peak_mib"] for r in runs)
+    out["rounds_step_ms"] = [r["step_ms"] for r in runs]
+    return out
+
+
 def add_ratios(results: list[dict]) -> None:
     """Time and memory over the first (baseline) case of the same model."""
     baselines: dict[str, dict] = {}
@@ -166,12 +190,20 @@ def add_ratios(results: list[dict]) -> None:
         result["baseline"] = base["pair"]
 
 
+def _rounds_note(report: dict) -> str:
+    rounds = report.get("rounds", 1)
+    return f", then the median of {rounds} interleaved rounds" if rounds > 1 else ""
+
+
 def markdown(report: dict) -> str:
     lines = [
         f"# Training step per model and pooling pair ({report['device']})",
         "",
-        f"{report['date']}; median of {report['steps']} steps after {report['warmup']}; "
-        f"memory: {report['memory']}.",
+        f"{report['date']}; torch {report['torch']}, {report.get('threads', '?')} threads; "
+        f"median of {report['steps']} steps after {report['warmup']}"
+        f"{_rounds_note(report)}; memory: {report['memory']}.",
+        "",
+        f"`{report['command']}`" if report.get("command") else "",
         "",
         "| model | pair | batch x crop | amp | params (M) | step (ms) | x baseline "
         "| peak (MiB) | x baseline |",
@@ -205,6 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", nargs="+", metavar="PAIR", help="only these pairs (and baselines)"
     )
+    parser.add_argument("--model", choices=["segnet", "deeplabv3plus"], help="only this model")
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE",
+        help="config overrides for every case, e.g. model.width=0.25 train.batch_size=8",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run the case list this many times, interleaved"
+    )
     parser.add_argument("--out", help="folder for bench_model.json / bench_model.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # one case, in a child process
     args = parser.parse_args(argv)
@@ -222,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from seg.engine.runtime import describe_device
 
-    selected = cases(args.quick)
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    selected = cases(args.quick, args.set)
+    if args.model:
+        selected = [c for c in selected if c["model"] == args.model]
     if args.only:
         unknown = sorted(set(args.only) - {c["pair"] for c in selected})
         if unknown:
@@ -230,15 +274,18 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--only: unknown pair(s) {unknown}; choose from {pairs}")
         baselines = {"max/maxunpool", "bilinear"}
         selected = [c for c in selected if c["pair"] in {*args.only, *baselines}]
-    results = []
-    for case in selected:
-        print(f"{case['model']:>14} {case['pair']:<14}", end=" ", flush=True)
-        result = run_isolated(case, args)
-        results.append(result)
-        if "error" in result:
-            print("failed:", result["error"], flush=True)
-        else:
-            print(f"{result['step_ms']:9.1f} ms  {result['peak_mib']:8.0f} MiB", flush=True)
+    rounds: list[list[dict]] = [[] for _ in selected]
+    for round_index in range(args.rounds):
+        for case, runs in zip(selected, rounds, strict=True):
+            label = f"{case['model']:>14} {case['pair']:<14}"
+            print(f"{label} [{round_index + 1}/{args.rounds}]", end=" ", flush=True)
+            result = run_isolated(case, args)
+            runs.append(result)
+            if "error" in result:
+                print("failed:", result["error"], flush=True)
+            else:
+                print(f"{result['step_ms']:9.1f} ms  {result['peak_mib']:8.0f} MiB", flush=True)
+    results = [combine_rounds(runs) for runs in rounds]
     add_ratios(results)
     cuda = args.device.startswith("cuda")
     report = {
@@ -247,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "warmup": args.warmup,
         "steps": args.steps,
+        "rounds": args.rounds,
+        "set": args.set,
+        "command": shlex.join(["python", "tools/bench_model.py", *(argv or sys.argv[1:])]),
+        "threads": torch.get_num_threads(),
         "memory": "CUDA max allocated during the steps"
         if cuda
         else "resident-set growth from before the first step to the peak",

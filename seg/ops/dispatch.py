@@ -1,14 +1,18 @@
-"""Answers one question per call: the fused GPU kernel, or the PyTorch reference?
+"""Answers one question per call: the fused GPU kernel, the fused CPU path, or the reference?
 
 A leaf: it imports torch only (the kernel module lazily). Each operator asks
 `use_triton` and calls `triton_kernels()` or its own reference.
 
 ``SEG_OPS_BACKEND`` (read on every call, so tests can switch it):
 
-* ``auto`` (default): Triton kernels for CUDA tensors when Triton imports, the
-  reference otherwise, and always the reference under
-  ``torch.use_deterministic_algorithms(True)`` (the kernels' backwards use atomics).
+* ``auto`` (default): Triton kernels for CUDA tensors when Triton imports, and always
+  the reference under ``torch.use_deterministic_algorithms(True)`` (the kernels'
+  backwards use atomics); for CPU tensors, the fused eager path where an operator has
+  one (the learned LiftPool: `seg.ops.lifting_fused`), else the reference; under
+  torch.compile / torch.export, the reference (the compilers fuse it themselves).
 * ``reference``: always the reference.
+* ``fused``: the fused eager path wherever an operator has one (any device), else the
+  reference.
 * ``triton``: always the kernels; an error if Triton is missing, and a backward
   under deterministic mode raises as PyTorch's non-deterministic ops do. With
   ``TRITON_INTERPRET=1`` set before Triton is imported, the kernels run on CPU
@@ -22,7 +26,7 @@ import os
 import torch
 from torch import Tensor
 
-BACKENDS = ("auto", "reference", "triton")
+BACKENDS = ("auto", "reference", "triton", "fused")
 
 
 def backend() -> str:
@@ -54,10 +58,20 @@ def interpreter_enabled() -> bool:
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def use_fused(*tensors: Tensor) -> bool:
+    """Whether an operator with a fused eager path (and no kernel for this call) takes it."""
+    name = backend()
+    if name == "fused":
+        return True
+    if name != "auto" or torch.compiler.is_compiling():
+        return False
+    return not any(t.is_cuda for t in tensors)
+
+
 def use_triton(*tensors: Tensor) -> bool:
     """Whether this call goes to the Triton kernels (float64 inputs never do)."""
     name = backend()
-    if name == "reference":
+    if name in ("reference", "fused"):
         return False
     if name == "auto" and torch.are_deterministic_algorithms_enabled():
         return False  # the kernels' backwards accumulate with atomics; the reference does not

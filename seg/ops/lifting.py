@@ -50,7 +50,8 @@ from .common import (
     check_rank,
     compute_dtype,
 )
-from .dispatch import triton_kernels, use_triton
+from . import lifting_fused
+from .dispatch import triton_kernels, use_fused, use_triton
 
 Predictor = Callable[[Tensor], Tensor]
 
@@ -271,6 +272,33 @@ def lift_up2d(bands: LiftBands, predict, update) -> Tensor:
         s = _unlift_step(ll, lh, predict_h, update_h, height).transpose(-1, -2)
         d = _unlift_step(hl, hh, predict_h, update_h, height).transpose(-1, -2)
         x = _unlift_step(s, d, predict_w, update_w, width)
+    return x.to(dtype)
+
+
+def _fused_down2d(x: Tensor, params: list[Tensor], channels: int, with_reg: bool):
+    """`_lift_down2d` for the learned predictors on the fused eager path."""
+    check_rank(x, 4, "lift_down2d")
+    check_channels(channels, x.shape[1])
+    dtype = x.dtype
+    with _autocast_off(x):
+        cd = compute_dtype(x)
+        bands, (c_u, c_p) = lifting_fused.lift_down2d(
+            x.to(cd), [p.to(cd) for p in params], with_reg
+        )
+    bands = LiftBands(*(b.to(dtype) for b in bands), size=(x.shape[-2], x.shape[-1]))
+    return bands, (LiftRegularization(c_u, c_p) if with_reg else None)
+
+
+def _fused_up2d(bands: LiftBands, params: list[Tensor], channels: int) -> Tensor:
+    """`lift_up2d` for the learned predictors on the fused eager path."""
+    check_bands(bands)
+    check_channels(channels, bands.ll.shape[1])
+    dtype = bands.ll.dtype
+    with _autocast_off(bands.ll):
+        cd = compute_dtype(bands.ll)
+        x = lifting_fused.lift_up2d(
+            *(b.to(cd) for b in bands[:4]), bands.size, [p.to(cd) for p in params]
+        )
     return x.to(dtype)
 
 
@@ -497,8 +525,14 @@ class LiftDownPool2d(_LiftDownBase):
         """Whether this call can run on the kernels: they implement the stock predictors the
         layer was built with, so a swapped-in module, or a LearnedPredictor of another kernel
         size or channel count, goes to the reference (which just calls it)."""
-        if not use_triton(*tensors):
-            return False
+        return use_triton(*tensors) and self._stock_predictors()
+
+    def fused_ready(self, *tensors: Tensor) -> bool:
+        """Whether this call takes the fused eager path (`seg.ops.lifting_fused`): learned
+        stock predictors, no Triton kernel for these tensors (CPU), and not compiling."""
+        return self.predictor == "learned" and use_fused(*tensors) and self._stock_predictors()
+
+    def _stock_predictors(self) -> bool:
         (pw, ph), (uw, uh) = self.predictors
         if self.predictor == "learned":
             return all(
@@ -517,6 +551,8 @@ class LiftDownPool2d(_LiftDownBase):
                 x, self.kernel_parameters(), self.predictor, self.kernel_size, self.channels,
                 with_reg,
             )  # fmt: skip
+        elif self.fused_ready(x):
+            bands, reg = _fused_down2d(x, self.kernel_parameters(), self.channels, with_reg)
         else:
             bands, reg = _lift_down2d(x, *self.predictors, with_reg)
         ll, lh, hl, hh = _attach_regularization(self, reg, tuple(bands[:4]))
@@ -575,4 +611,6 @@ class LiftUpPool2d(nn.Module):
             return triton_kernels().lift_up2d(
                 bands, down.kernel_parameters(), down.predictor, down.kernel_size, down.channels
             )
+        if down.fused_ready(bands.ll):
+            return _fused_up2d(bands, down.kernel_parameters(), down.channels)
         return lift_up2d(bands, *down.predictors)
