@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import lifting_fused
 from .common import (
     LiftBands,
     LiftBands1d,
@@ -50,7 +51,6 @@ from .common import (
     check_rank,
     compute_dtype,
 )
-from . import lifting_fused
 from .dispatch import triton_kernels, use_fused, use_triton
 
 Predictor = Callable[[Tensor], Tensor]

@@ -440,7 +440,9 @@ class LiftUp2d(torch.autograd.Function):
         g = _grads_like(w)
         height, width = ctx.size
         band_grads = [torch.empty_like(ll) for _ in range(4)]
-        for i, (start, stop) in enumerate(_pieces(ll.shape[0], 4 * ll[0].numel() * ll.element_size())):
+        for i, (start, stop) in enumerate(
+            _pieces(ll.shape[0], 4 * ll[0].numel() * ll.element_size())
+        ):
             pieces = (b[start:stop] for b in (ll, lh, hl, hh))
             piece = _up_piece(*pieces, height, None, w, kept[4 * i : 4 * i + 4])
             for band, value in zip(band_grads, _up_backward(piece, grad[start:stop], w, g),
