@@ -106,6 +106,9 @@ class TrainConfig:
     grad_clip: Annotated[float | None, Range(gt=0)] = None
     amp: Literal["bf16", "fp16", "none"] = "bf16"  # mixed precision, on CUDA only
     sync_bn: bool = False  # SyncBatchNorm across processes (ignored with one process)
+    # torch.compile of the training forward: on / off (YAML booleans), or "auto": what was
+    # measured fastest for the device (seg.engine.runtime.use_compile; docs/performance.md)
+    compile: bool | Literal["auto"] = "auto"
     # {name: weight}, names from seg.engine.losses.LOSSES: ce, dice, lovasz
     loss: Annotated[dict[str, float], Range(ge=0)] = field(default_factory=lambda: {"ce": 1.0})
     # cross-entropy weight per class, or median_frequency (SegNet's, from the train split)

@@ -10,13 +10,15 @@ For each operator and SegNet stage shape, forward and forward+backward:
 * peak memory above the inputs: ``torch.cuda.max_memory_allocated`` on CUDA,
   "n/a" on CPU.
 
-Implementations: ``triton`` (the kernels, CUDA only), ``reference`` (eager
-PyTorch), ``compiled`` (``torch.compile`` of the reference, with ``--compile``),
+Implementations: ``triton`` (the kernels, CUDA only), ``fused`` (LiftPool's fused eager
+path, `seg.ops.lifting_fused`, CPU only: what CPU tensors get by default), ``reference``
+(eager PyTorch), ``compiled`` (``torch.compile`` of the reference, with ``--compile``),
 and the baselines ``max_pool2d(return_indices=True)``, ``max_unpool2d``,
 ``F.interpolate(bilinear)``, ``avg_pool2d`` on the same input.
 
     python tools/bench_ops.py --out bench/           # GPU: SegNet shapes, fp32 and bf16
-    python tools/bench_ops.py --quick --device cpu --out /tmp/bench   # tiny, reference only
+    python tools/bench_ops.py --device cpu --out bench-cpu/   # CPU: 16x64x128^2 + SegNet x1/4
+    python tools/bench_ops.py --quick --device cpu --out /tmp/bench   # tiny shapes
 
 Writes ``bench_ops.json`` and ``bench_ops.md`` to ``--out``.
 """
@@ -24,10 +26,12 @@ Writes ``bench_ops.json`` and ``bench_ops.md`` to ``--out``.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
-import platform
+import shlex
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,10 +39,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from seg.engine.runtime import describe_device
 from seg.ops import LiftDownPool2d, LiftUpPool2d, lip2d, soft_pool2d
 
 SEGNET_SHAPES = [(16, 64, 256, 256), (16, 128, 128, 128), (16, 256, 64, 64), (16, 512, 32, 32)]
+# CPU: the operator shape of the CPU fast-path targets, then SegNet x1/4 stages at 180x240.
+CPU_SHAPES = [(16, 64, 128, 128), (8, 16, 180, 240), (8, 64, 45, 60)]
 QUICK_SHAPES = [(2, 8, 16, 16), (2, 16, 8, 8)]
+LIFT_OPS = ("lift_down2d", "lift_up2d")  # the operators with a fused eager path
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -95,7 +103,9 @@ def build_cases(shape, dtype, device, impls: list[str]) -> list[Case]:
     cases = []
     for op, (fn, inputs) in ours.items():
         for impl in impls:
-            backend = "triton" if impl == "triton" else "reference"
+            if impl == "fused" and op not in LIFT_OPS:
+                continue
+            backend = impl if impl in ("triton", "fused") else "reference"
             run = _with_backend(fn, backend)
             if impl == "compiled":
                 run = _with_backend(torch.compile(fn), backend)
@@ -213,6 +223,9 @@ def markdown(report: dict) -> str:
     lines = [
         f"# bench_ops on {report['device_name']}",
         "",
+        f"{report.get('date', '')}; torch {report['torch']}, {report.get('threads', '?')} "
+        f"threads; `{report.get('command', '')}`",
+        "",
         f"copy bandwidth: {report['copy_GBps']:.1f} GB/s; %copy = achieved / copy bandwidth",
         "",
         "x baseline = time / time of the baseline on the same input (lift_down2d: "
@@ -254,8 +267,9 @@ def main(argv=None) -> dict:
         if name not in DTYPES:
             parser.error(f"unknown dtype {name!r}; choose from {sorted(DTYPES)}")
     repeats = args.repeats or (5 if args.quick else 20)
-    shapes = QUICK_SHAPES if args.quick else SEGNET_SHAPES
-    impls = (["triton"] if cuda else []) + ["reference"] + (["compiled"] if args.compile else [])
+    shapes = QUICK_SHAPES if args.quick else (SEGNET_SHAPES if cuda else CPU_SHAPES)
+    impls = (["triton"] if cuda else ["fused"]) + ["reference"]
+    impls += ["compiled"] if args.compile else []
 
     saved_backend = os.environ.get("SEG_OPS_BACKEND")
     copy_gbps = copy_bandwidth(device, args.quick, repeats)
@@ -283,11 +297,14 @@ def main(argv=None) -> dict:
             os.environ["SEG_OPS_BACKEND"] = saved_backend
 
     add_ratios(results)
-    device_name = torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu"
+    device_name = describe_device(device)
     report = {
         "device": device,
         "device_name": device_name,
         "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "date": datetime.date.today().isoformat(),
+        "command": shlex.join(["python", "tools/bench_ops.py", *(argv or sys.argv[1:])]),
         "copy_GBps": copy_gbps,
         "quick": args.quick,
         "results": results,

@@ -37,6 +37,7 @@ SAFE_TO_CHANGE_ON_RESUME = (
     "train.log_interval",
     "train.ckpt_interval",
     "train.num_vis",
+    "train.compile",  # how the same maths runs (eager or compiled), not what it computes
     "eval.workers",
     "eval.batch_size",
 )

@@ -16,7 +16,7 @@ from seg.config import TrainConfig
 
 
 def describe_device(device: str | torch.device | None = None) -> str:
-    """``"NVIDIA H200"`` for a CUDA device, ``"cpu x86_64 (2 threads)"`` for the CPU.
+    """``"NVIDIA H200"`` for a CUDA device, ``"cpu AMD EPYC, x86_64 (2 threads)"`` for the CPU.
 
     ``device=None``: the first CUDA device when there is one, else the CPU.
     """
@@ -26,7 +26,35 @@ def describe_device(device: str | torch.device | None = None) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     threads = torch.get_num_threads()
-    return f"cpu {platform.machine()} ({threads} thread{'s' if threads != 1 else ''})"
+    name = _cpu_model()
+    machine = f"{name}, {platform.machine()}" if name else platform.machine()
+    return f"cpu {machine} ({threads} thread{'s' if threads != 1 else ''})"
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), or ''."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def use_compile(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the trainer runs its forward through ``torch.compile`` (``train.compile``).
+
+    ``on``/``off`` (YAML booleans) force it; ``auto`` means eager on every device today. Measured on the 2-core CPU machine
+    (docs/performance.md): for SegNet x1/4 lift/lift, inductor compiled for ~220 s and its
+    step was slower than the fused eager LiftPool path (which compiling replaces by the
+    reference); for max/maxunpool it compiled for ~45 s to save ~15 % of a step, which the
+    shipped CPU configs' short schedules do not win back. On CUDA nothing has been measured
+    yet, so ``auto`` keeps the eager path there too; ``on`` compiles anywhere.
+    """
+    del device  # the measured answer is the same on both devices for now
+    return cfg.compile is True
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:

@@ -39,7 +39,13 @@ from seg.engine.checkpoint import data_meta
 from seg.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from seg.engine.evaluator import evaluate, format_table, json_ready
 from seg.engine.losses import build_losses
-from seg.engine.runtime import autocast_dtype, describe_device, peak_memory_mib, synchronize
+from seg.engine.runtime import (
+    autocast_dtype,
+    describe_device,
+    peak_memory_mib,
+    synchronize,
+    use_compile,
+)
 from seg.engine.visualize import panel
 from seg.models import build_model
 from seg.ops import record_lift_regularization, set_lift_regularization
@@ -278,6 +284,9 @@ def build_run(cfg: Config, dist_info: DistInfo, meta: dict, losses: dict) -> Run
     if dist_info.distributed:
         ids = [dist_info.device.index] if dist_info.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if use_compile(tcfg, dist_info.device):
+        log.info("train.compile: the training forward runs through torch.compile")
+        net = torch.compile(net)
     optimizer = build_optimizer(model, tcfg)
     amp_dtype = autocast_dtype(tcfg, dist_info.device)
     return Run(

@@ -31,7 +31,7 @@ from torch import Tensor
 
 # Input bytes per piece: small enough that a piece's intermediates (~8x the input) stay in
 # a CPU's caches, big enough that per-op overhead (~5-10 us) does not dominate.
-CHUNK_BYTES = 1 << 22
+CHUNK_BYTES = 1 << 21
 
 
 class Weights(NamedTuple):
