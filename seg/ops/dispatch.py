@@ -58,14 +58,25 @@ def interpreter_enabled() -> bool:
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def use_fused(*tensors: Tensor) -> bool:
-    """Whether an operator with a fused eager path (and no kernel for this call) takes it."""
-    name = backend()
-    if name == "fused":
+def _transforming() -> bool:
+    """Whether this call is being traced or transformed: torch.compile / torch.export,
+    torch.jit.trace, torch.func (vmap, jacrev, ...) or forward-mode AD, which the fused
+    path's first-order, Python-level autograd Functions do not support."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return True
-    if name != "auto" or torch.compiler.is_compiling():
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return True
+    return torch._C._is_fwd_grad_enabled() and torch.autograd.forward_ad._current_level >= 0
+
+
+def use_fused(*tensors: Tensor) -> bool:
+    """Whether an operator with a fused eager path (and no kernel for this call) takes it:
+    for CPU tensors under ``auto``, any tensors under ``fused``; never while traced or
+    transformed (`_transforming`)."""
+    name = backend()
+    if name not in ("auto", "fused") or _transforming():
         return False
-    return not any(t.is_cuda for t in tensors)
+    return name == "fused" or all(t.device.type == "cpu" for t in tensors)
 
 
 def use_triton(*tensors: Tensor) -> bool:

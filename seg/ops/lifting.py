@@ -275,6 +275,14 @@ def lift_up2d(bands: LiftBands, predict, update) -> Tensor:
     return x.to(dtype)
 
 
+def _global_module_hooks() -> bool:
+    """Whether forward hooks were registered for every module (nn.modules.module's
+    register_module_forward_hook / _pre_hook): the kernels would skip them."""
+    from torch.nn.modules import module
+
+    return bool(module._global_forward_hooks or module._global_forward_pre_hooks)
+
+
 def _fused_down2d(x: Tensor, params: list[Tensor], channels: int, with_reg: bool):
     """`_lift_down2d` for the learned predictors on the fused eager path."""
     check_rank(x, 4, "lift_down2d")
@@ -533,12 +541,17 @@ class LiftDownPool2d(_LiftDownBase):
         return self.predictor == "learned" and use_fused(*tensors) and self._stock_predictors()
 
     def _stock_predictors(self) -> bool:
+        """The predictors are the ones the layer was built with, unchanged and unhooked
+        (a forward hook on a predictor must run, and only the reference calls them)."""
         (pw, ph), (uw, uh) = self.predictors
         if self.predictor == "learned":
+            if _global_module_hooks():
+                return False
             return all(
                 type(p) is LearnedPredictor
                 and p.kernel_size == self.kernel_size
                 and p.channels == self.channels
+                and not (p._forward_hooks or p._forward_pre_hooks)
                 for p in (pw, ph, uw, uh)
             )
         stock = FIXED_PREDICTORS.get(self.predictor)

@@ -3,31 +3,36 @@ Functions over plain PyTorch ops, for CPU tensors (where there is no Triton kern
 
 What makes it faster than the reference (`seg.ops.lifting`), same maths:
 
-* **Nothing but the inputs is saved for backward.** The backward recomputes the forward
-  (depthwise conv, ReLU, 1x1 mix, tanh) and keeps its intermediates only while it runs;
-  the reference's autograd graph stores about six tensors per predictor call.
+* **Keep the expensive part, recompute the cheap part.** Forward keeps the inputs and
+  each predictor's output (its GEMM and tanh); backward rebuilds the rest (depthwise conv,
+  ReLU, the s and d bands) from them, while it runs. The reference's autograd graph stores
+  about six tensors per predictor call.
 * **Cache-sized pieces.** Every sample is independent, so forward and backward run the
   whole 2d step on a few samples at a time (``CHUNK_BYTES`` of input): the dozen
   elementwise passes of a lifting step then read and write cache instead of memory.
-* **Fewer, cheaper ops.** Even/odd samples are strided views (no split copies); the
-  vertical step runs on H directly (no transposes) and on the s and d halves of the
-  horizontal step at once (they share P and U); the depthwise conv is k multiply-adds
-  on views of a reflect-padded copy (oneDNN's depthwise conv is slow for 1 x k kernels
-  on CPU) and its backward is written out; the 1x1 mix is one GEMM with its bias.
+* **Fewer, cheaper ops.** The horizontal split is one de-interleaving copy into
+  contiguous planes (strided views along W would make every later op a scalar loop); the
+  vertical step works on row views (no transposes) and on the s and d halves of the
+  horizontal step at once (they share P and U); the depthwise conv is k multiply-adds on
+  views with the borders fixed up in place (no padded copy; oneDNN's depthwise conv is
+  slow for 1 x k kernels on CPU) and its backward is written out; the 1x1 mix is one GEMM
+  with its bias; tanh is computed as 2 sigmoid(2m) - 1.
 
-Exactness is tested against the reference (forward, input and weight gradients, the
-regulariser, odd sizes, the inverse) and by gradcheck in float64. Dispatch: see
-`seg.ops.dispatch.use_fused`. Under torch.compile/torch.export the reference runs (the
-compilers fuse it themselves and need its traceable form).
+First-order only: a second backward raises (``once_differentiable``). Exactness is tested
+against the reference (forward, input and weight gradients, the regulariser, odd sizes,
+the inverse) and by gradcheck in float64. Dispatch: `seg.ops.dispatch.use_fused` (CPU
+tensors; the reference under torch.compile/export, jit tracing and torch.func transforms).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 # Input bytes per piece: small enough that a piece's intermediates (~8x the input) stay in
 # a CPU's caches, big enough that per-op overhead (~5-10 us) does not dominate.
@@ -35,10 +40,9 @@ CHUNK_BYTES = 1 << 21
 
 
 class Weights(NamedTuple):
-    """One learned predictor: depthwise weight [C, k], its bias [C], mix [C, C], bias [C];
-    ``taps`` and ``bias`` are the depthwise weight's columns and bias as [C, 1, 1] views."""
+    """One learned predictor: depthwise bias [C], mix [C, C], mix bias [C]; ``taps`` and
+    ``bias``: the depthwise weight's k columns and its bias as [C, 1, 1] views."""
 
-    dw: Tensor
     db: Tensor
     mix: Tensor
     mb: Tensor
@@ -62,7 +66,7 @@ def _weights(params: list[Tensor]) -> list[Weights]:
         dw, db, mix, mb = params[4 * i : 4 * i + 4]
         dw = dw.reshape(dw.shape[0], -1)
         taps = tuple(dw[:, j].view(-1, 1, 1) for j in range(dw.shape[1]))
-        out.append(Weights(dw, db, mix, mb, taps, db.view(-1, 1, 1)))
+        out.append(Weights(db, mix, mb, taps, db.view(-1, 1, 1)))
     return out
 
 
@@ -122,7 +126,8 @@ class _Cache(NamedTuple):
 
 def _mix_tanh(w: Weights, r: Tensor) -> Tensor:
     """tanh(1x1 conv of [n, C, ...] with bias): one GEMM (a batched one for n > 1), and tanh
-    as 2 sigmoid(2 m) - 1 (several times faster than torch.tanh on CPU; equal to ~1 ulp)."""
+    as 2 sigmoid(2 m) - 1: several times faster than torch.tanh on CPU, with an absolute
+    error of ~6e-8 in float32 (not a relative one: near 0 it loses tanh's low bits)."""
     n, c = r.shape[:2]
     flat = r.reshape(n, c, -1)
     if n == 1:
@@ -149,7 +154,8 @@ def _depthwise(z: Tensor, w: Weights, dim: int) -> Tensor:
 
 
 def _predict(z: Tensor, w: Weights, dim: int, out: Tensor | None = None) -> _Cache:
-    """tanh(mix(relu(depthwise_conv(z) along dim))) with reflect borders. Given ``out`` (the
+    """tanh(mix(relu(depthwise_conv(z) along dim))) with reflect borders (replicate on an
+    axis too short to reflect, as the reference). Given ``out`` (the
     output kept from the forward), only the cheap part is recomputed: no GEMM, no sigmoid."""
     r = _depthwise(z, w, dim).relu_()
     return _Cache(z, r, _mix_tanh(w, r) if out is None else out)
@@ -283,7 +289,7 @@ def _step_backward(gs, gd, x_o, s, d, p: _Cache, u: _Cache, wp, wu, gp, gu, dim,
 
 def _down_backward(piece: _Down, grads, x_width: int, w, g, reg_w, reg_h) -> Tensor:
     """Gradient of one piece's input from its bands' gradients [g_ll, g_lh, g_hl, g_hh]."""
-    m, c, height, half = piece.x_o.shape
+    m, c, height, _ = piece.x_o.shape
     gs = torch.cat([grads[0], grads[2]])
     gd = torch.cat([grads[1], grads[3]])
     sd = piece.sd
@@ -356,10 +362,12 @@ def _up_backward(piece: _Up, grad: Tensor, w, g) -> list[Tensor]:
 # --------------------------------------------------------------------------- autograd
 
 
-def _pieces(n: int, sample_bytes: int):
+def _pieces(t: Tensor, bands: int = 1) -> list[tuple[int, int]]:
+    """[start, stop) sample ranges of about ``CHUNK_BYTES`` of input (``bands`` tensors
+    shaped like t); the forward stores them so its backward walks the same pieces."""
+    sample_bytes = bands * math.prod(t.shape[1:]) * t.element_size()
     size = max(1, CHUNK_BYTES // max(1, sample_bytes))
-    for start in range(0, n, size):
-        yield start, min(n, start + size)
+    return [(start, min(t.shape[0], start + size)) for start in range(0, t.shape[0], size)]
 
 
 class LiftDown2d(torch.autograd.Function):
@@ -367,16 +375,18 @@ class LiftDown2d(torch.autograd.Function):
     tensors (zeros when with_reg is False), as in the reference's regulariser."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, with_reg: bool, *params: Tensor):
+    def forward(ctx, x: Tensor, with_reg: bool, keep: bool, *params: Tensor):
         w = _weights(list(params))
         n, c, height, width = x.shape
         h2, w2 = (height + 1) // 2, (width + 1) // 2
         bands = [x.new_empty(n, c, h2, w2) for _ in range(4)]
         sums = [x.new_zeros(()) for _ in range(4)]
         kept = []
-        for start, stop in _pieces(n, x[0].numel() * x.element_size()):
+        ctx.pieces = _pieces(x)
+        for start, stop in ctx.pieces:
             piece = _down_piece(x[start:stop], w)
-            kept += [piece.p_w.out, piece.u_w.out, piece.p_h.out, piece.u_h.out]
+            if keep:
+                kept += [piece.p_w.out, piece.u_w.out, piece.p_h.out, piece.u_h.out]
             m = stop - start
             for band, value in zip(bands, (piece.s_h[:m], piece.d_h[:m], piece.s_h[m:],
                                            piece.d_h[m:]), strict=True):  # fmt: skip
@@ -393,69 +403,79 @@ class LiftDown2d(torch.autograd.Function):
         return (*bands, c_u, c_p)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, *grads):
+        # autograd materialises missing gradients as zeros (materialize_grads is on)
         x, *saved = ctx.saved_tensors
         params, kept = saved[: ctx.num_params], saved[ctx.num_params :]
         w = _weights(params)
         g = _grads_like(w)
-        n, c, height, width = x.shape
-        band_shape = (n, c, (height + 1) // 2, (width + 1) // 2)
-        bands = [b if b is not None else x.new_zeros(band_shape) for b in grads[:4]]
+        width = x.shape[3]
         reg_w = reg_h = None
         if ctx.with_reg:
-            g_cu, g_cp = (0.0 if t is None else t for t in grads[4:])
+            g_cu, g_cp = grads[4:]
             reg_w = (g_cu / ctx.counts[0], g_cp / ctx.counts[0])
             reg_h = (g_cu / ctx.counts[1], g_cp / ctx.counts[1])
         gx = torch.empty_like(x)
-        for i, (start, stop) in enumerate(_pieces(n, x[0].numel() * x.element_size())):
+        for i, (start, stop) in enumerate(ctx.pieces):
             piece = _down_piece(x[start:stop], w, kept[4 * i : 4 * i + 4])
-            piece_grads = [b[start:stop] for b in bands]
+            piece_grads = [b[start:stop] for b in grads[:4]]
             gx[start:stop] = _down_backward(piece, piece_grads, width, w, g, reg_w, reg_h)
-        return (gx, None, *_flat_grads(g, params))
+        return (gx, None, None, *_flat_grads(g, params))
 
 
 class LiftUp2d(torch.autograd.Function):
     """(ll, lh, hl, hh, height, width, *kernel_parameters) -> x [N, C, height, width]."""
 
     @staticmethod
-    def forward(ctx, ll, lh, hl, hh, height: int, width: int, *params: Tensor):
+    def forward(ctx, ll, lh, hl, hh, height: int, width: int, keep: bool, *params: Tensor):
         w = _weights(list(params))
         n, c = ll.shape[:2]
         out = ll.new_empty(n, c, height, width)
         kept = []
-        for start, stop in _pieces(n, 4 * ll[0].numel() * ll.element_size()):
+        ctx.pieces = _pieces(ll, bands=4)
+        for start, stop in ctx.pieces:
             pieces = (b[start:stop] for b in (ll, lh, hl, hh))
             piece = _up_piece(*pieces, height, out[start:stop], w)
-            kept += [piece.u_h.out, piece.p_h.out, piece.u_w.out, piece.p_w.out]
+            if keep:
+                kept += [piece.u_h.out, piece.p_h.out, piece.u_w.out, piece.p_w.out]
         ctx.size = (height, width)
         ctx.num_params = len(params)
         ctx.save_for_backward(ll, lh, hl, hh, *params, *kept)
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         ll, lh, hl, hh, *saved = ctx.saved_tensors
         params, kept = saved[: ctx.num_params], saved[ctx.num_params :]
         w = _weights(params)
         g = _grads_like(w)
-        height, width = ctx.size
+        height = ctx.size[0]
         band_grads = [torch.empty_like(ll) for _ in range(4)]
-        for i, (start, stop) in enumerate(
-            _pieces(ll.shape[0], 4 * ll[0].numel() * ll.element_size())
-        ):
+        for i, (start, stop) in enumerate(ctx.pieces):
             pieces = (b[start:stop] for b in (ll, lh, hl, hh))
             piece = _up_piece(*pieces, height, None, w, kept[4 * i : 4 * i + 4])
             for band, value in zip(band_grads, _up_backward(piece, grad[start:stop], w, g),
                                    strict=True):  # fmt: skip
                 band[start:stop] = value
-        return (*band_grads, None, None, *_flat_grads(g, params))
+        return (*band_grads, None, None, None, *_flat_grads(g, params))
+
+
+def _needs_backward(*tensors: Tensor) -> bool:
+    """Whether autograd will record this call (else nothing is kept for a backward)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def lift_down2d(x: Tensor, params: list[Tensor], with_reg: bool):
-    """Bands and (c_u, c_p) of the learned 2d step; x and params in one float dtype."""
-    *bands, c_u, c_p = LiftDown2d.apply(x, with_reg, *params)
+    """Bands and (c_u, c_p) of the learned 2d step; x and params in one float dtype (the
+    caller casts: `seg.ops.lifting._fused_down2d`)."""
+    keep = _needs_backward(x, *params)
+    *bands, c_u, c_p = LiftDown2d.apply(x, with_reg, keep, *params)
     return bands, (c_u, c_p)
 
 
 def lift_up2d(ll, lh, hl, hh, size: tuple[int, int], params: list[Tensor]) -> Tensor:
-    return LiftUp2d.apply(ll, lh, hl, hh, size[0], size[1], *params)
+    """The inverse: bands [N, C, ceil(H/2), ceil(W/2)] -> [N, C, H, W] (size = (H, W))."""
+    keep = _needs_backward(ll, lh, hl, hh, *params)
+    return LiftUp2d.apply(ll, lh, hl, hh, size[0], size[1], keep, *params)

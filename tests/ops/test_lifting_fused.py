@@ -135,3 +135,47 @@ def test_nothing_but_inputs_and_predictor_outputs_is_kept_for_backward():
     numel = sum(t.numel() for t in saved if t.numel() > 64)  # leave the small weights out
     # x, P/U outputs of the W step (x's size each, halved), of the H step (likewise)
     assert numel == x.numel() * 3
+
+
+def test_empty_batch_no_grad_and_second_backward(monkeypatch):
+    monkeypatch.setenv("SEG_OPS_BACKEND", "fused")
+    down = randomise(ops.LiftDownPool2d(3))
+    up = ops.LiftUpPool2d(down)
+    empty = down.decompose(torch.randn(0, 3, 7, 6))
+    assert empty.ll.shape == (0, 3, 4, 3) and up(empty.ll, empty).shape == (0, 3, 7, 6)
+    params = down.kernel_parameters()
+    x = torch.randn(2, 3, 7, 6)
+    saved = []
+    with (
+        torch.no_grad(),
+        torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t),
+    ):
+        lifting_fused.lift_down2d(x, params, False)
+    assert saved == []  # nothing kept without a backward to come
+    x.requires_grad_()
+    ll = down.decompose(x).ll
+    (grad,) = torch.autograd.grad(ll.square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice .*once_differentiable"):
+        grad.sum().backward()  # first order only: refused, not silently wrong
+
+
+def test_traced_transformed_or_hooked_calls_take_the_reference(monkeypatch):
+    monkeypatch.setenv("SEG_OPS_BACKEND", "auto")
+    down = randomise(ops.LiftDownPool2d(2))
+    x = torch.randn(1, 2, 6, 6)
+    assert down.fused_ready(x)
+    # torch.func: vmap and forward-mode AD go through the reference, which supports them
+    jvp_out = torch.func.jvp(lambda t: down(t), (x,), (torch.ones_like(x),))[1]
+    monkeypatch.setenv("SEG_OPS_BACKEND", "reference")
+    expected = torch.func.jvp(lambda t: down(t), (x,), (torch.ones_like(x),))[1]
+    torch.testing.assert_close(jvp_out, expected)
+    monkeypatch.setenv("SEG_OPS_BACKEND", "auto")
+    traced = torch.jit.trace(down, x)  # traced through the reference: saveable
+    torch.testing.assert_close(traced(x), down(x))
+    calls = []
+    handle = down.predict_w.register_forward_hook(lambda *a: calls.append(1))
+    assert not down.fused_ready(x)
+    down(x)
+    assert calls == [1]
+    handle.remove()
+    assert down.fused_ready(x)
