@@ -199,7 +199,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"# Training step per model and pooling pair ({report['device']})",
         "",
-        f"{report['date']}; torch {report['torch']}, {report.get('threads', '?')} threads; "
+        f"{report['date']}; torch {report.get('torch', '?')}, {report.get('threads', '?')} threads; "
         f"median of {report['steps']} steps after {report['warmup']}"
         f"{_rounds_note(report)}; memory: {report['memory']}.",
         "",

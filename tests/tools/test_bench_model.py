@@ -51,6 +51,17 @@ def test_ratios_are_over_the_first_case_of_the_same_model(bench_model):
     )
 
 
+def test_rounds_take_each_case_median_and_set_reaches_every_case(bench_model):
+    runs = [{"model": "segnet", "pair": "lift/lift", "step_ms": t, "peak_mib": m}
+            for t, m in ((30.0, 5.0), (10.0, 7.0), (20.0, 6.0))]  # fmt: skip
+    combined = bench_model.combine_rounds(runs)
+    assert combined["step_ms"] == 20.0 and combined["peak_mib"] == 6.0
+    assert combined["rounds_step_ms"] == [30.0, 10.0, 20.0]
+    assert bench_model.combine_rounds([runs[0], {"pair": "x", "error": "boom"}])["error"] == "boom"
+    cases = bench_model.cases(quick=True, extra=["model.width=0.25"])
+    assert all(c["set"][-1] == "model.width=0.25" for c in cases)
+
+
 @pytest.mark.slow
 def test_quick_cpu_run_measures_real_training_steps(tmp_path, bench_model):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -1,4 +1,5 @@
-"""tools/bench_ops.py runs on CPU (reference and baselines) and writes its JSON and Markdown."""
+"""tools/bench_ops.py runs on CPU (fused path, reference and baselines) and writes its JSON
+and Markdown."""
 
 import importlib.util
 import json
@@ -35,14 +36,21 @@ def test_quick_cpu_run_writes_json_and_markdown(tmp_path, monkeypatch):
     rows = report["results"]
     assert {r["op"] for r in rows} == OPERATORS
     assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}
-    assert {r["impl"] for r in rows} == {"reference", "baseline"}
+    assert {r["impl"] for r in rows} == {"fused", "reference", "baseline"}
+    fused = [r for r in rows if r["impl"] == "fused"]
+    assert {r["op"] for r in fused} == {"lift_down2d", "lift_up2d"}  # the ops that have one
+    assert all(r["speedup_vs_reference"] > 0 for r in fused)
     assert report["copy_GBps"] > 0
     for row in rows:
         assert row["median_ms"] > 0 and row["GBps"] > 0
         assert row["peak_MiB"] == "n/a"
         assert row["dtype"] == "float32"
     # every operator at every quick shape, forward and forward+backward
-    assert len(rows) == len(OPERATORS) * len(bench.QUICK_SHAPES) * 2
+    assert (
+        len(rows)
+        == (len(OPERATORS) + len(fused_ops := bench.LIFT_OPS)) * len(bench.QUICK_SHAPES) * 2
+        and len(fused_ops) == 2
+    )
 
     table = (tmp_path / "bench_ops.md").read_text()
     assert table.startswith("# bench_ops")
