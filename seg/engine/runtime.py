@@ -46,11 +46,11 @@ def _cpu_model() -> str:
 def use_compile(cfg: TrainConfig, device: torch.device) -> bool:
     """Whether the trainer runs its forward through ``torch.compile`` (``train.compile``).
 
-    ``on``/``off`` (YAML booleans) force it; ``auto`` means eager on every device today. Measured on the 2-core CPU machine
-    (docs/performance.md): for SegNet x1/4 lift/lift, inductor compiled for ~220 s and its
-    step was slower than the fused eager LiftPool path (which compiling replaces by the
-    reference); for max/maxunpool it compiled for ~45 s to save ~15 % of a step, which the
-    shipped CPU configs' short schedules do not win back. On CUDA nothing has been measured
+    ``on``/``off`` (YAML booleans) force it; ``auto`` means eager on every device today.
+    Measured on the 2-core CPU machine (docs/performance.md): for SegNet x1/4 lift/lift,
+    inductor compiled for ~220 s and its step was slower than the fused eager LiftPool path
+    (under compile the reference runs instead); for max/maxunpool it compiled for ~45 s to
+    save ~15 % of a step, which the shipped CPU configs' short schedules do not win back. On CUDA nothing has been measured
     yet, so ``auto`` keeps the eager path there too; ``on`` compiles anywhere.
     """
     del device  # the measured answer is the same on both devices for now

@@ -183,7 +183,7 @@ def _predict_backward(
     else:
         g.mix.add_(torch.bmm(gm_flat, r_flat.transpose(1, 2)).sum(0))
         gr = torch.bmm(w.mix.t().expand(n, c, c), gm_flat).view_as(r)
-    g.mb.add_(gm_flat.sum(2).sum(0))
+    g.mb.add_(_channel_sum(gm))
     gh = torch.ops.aten.threshold_backward(gr, r, 0)
     g.db.add_(_channel_sum(gh))
     taps = _taps(z.shape[dim], len(w.taps))
