@@ -46,7 +46,7 @@ SEGNET_SHAPES = [(16, 64, 256, 256), (16, 128, 128, 128), (16, 256, 64, 64), (16
 # CPU: the operator shape of the CPU fast-path targets, then SegNet x1/4 stages at 180x240.
 CPU_SHAPES = [(16, 64, 128, 128), (8, 16, 180, 240), (8, 64, 45, 60)]
 QUICK_SHAPES = [(2, 8, 16, 16), (2, 16, 8, 8)]
-LIFT_OPS = ("lift_down2d", "lift_up2d")  # the operators with a fused eager path
+FUSED_OPS = ("lift_down2d", "lift_up2d", "soft_pool2d", "lip2d")  # with a fused eager path
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -103,7 +103,7 @@ def build_cases(shape, dtype, device, impls: list[str]) -> list[Case]:
     cases = []
     for op, (fn, inputs) in ours.items():
         for impl in impls:
-            if impl == "fused" and op not in LIFT_OPS:
+            if impl == "fused" and op not in FUSED_OPS:
                 continue
             backend = impl if impl in ("triton", "fused") else "reference"
             run = _with_backend(fn, backend)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .window_fused import window_softmax_pool2d
+
 
 def _tuple(value, dims: int, name: str) -> tuple[int, ...]:
     if isinstance(value, int):
@@ -61,13 +63,17 @@ def _windows(t: Tensor, kernel, stride, padding, fill: float) -> Tensor:
     return t.flatten(-dims)
 
 
-def window_softmax_pool(values: Tensor, logits: Tensor, kernel_size, stride, padding) -> Tensor:
+def window_softmax_pool(
+    values: Tensor, logits: Tensor, kernel_size, stride, padding, fused: bool = False
+) -> Tensor:
     """``sum softmax(logits) * values`` over each pooling window.
 
     Args:
         values, logits: [N, C, *spatial] with 1 to 3 spatial dims, same shape.
         kernel_size, stride, padding: ints or tuples as in ``nn.MaxPool{d}d``; padded
             positions take no part (zero weight).
+        fused: take the fused eager path (`seg.ops.window_fused`) for 2d windows when the
+            logits allow one shift per plane (the caller asks `dispatch.use_fused`).
     Returns:
         [N, C, *out] in ``values.dtype``, computed in float32 for half inputs.
     """
@@ -81,6 +87,10 @@ def window_softmax_pool(values: Tensor, logits: Tensor, kernel_size, stride, pad
     kernel, stride, padding = pool_params(kernel_size, stride, padding, dims)
     for size, k, s, p in zip(values.shape[2:], kernel, stride, padding):
         output_size(size, k, s, p)
+    if fused and dims == 2:
+        out = window_softmax_pool2d(values, logits, kernel, stride, padding)
+        if out is not None:
+            return out
     dtype = values.dtype
     compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     with torch.autocast(device_type=values.device.type, enabled=False):

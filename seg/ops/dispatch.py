@@ -8,7 +8,8 @@ A leaf: it imports torch only (the kernel module lazily). Each operator asks
 * ``auto`` (default): Triton kernels for CUDA tensors when Triton imports, and always
   the reference under ``torch.use_deterministic_algorithms(True)`` (the kernels'
   backwards use atomics); for CPU tensors, the fused eager path where an operator has
-  one (the learned LiftPool: `seg.ops.lifting_fused`), else the reference; under
+  one (the learned LiftPool: `seg.ops.lifting_fused`; SoftPool and LIP in 2d:
+  `seg.ops.window_fused`), else the reference; under
   torch.compile / torch.export, the reference (the compilers fuse it themselves).
 * ``reference``: always the reference.
 * ``fused``: the fused eager path wherever an operator has one (any device), else the

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ._window import window_softmax_pool
 from .common import check_float
-from .dispatch import triton_kernels, use_triton
+from .dispatch import triton_kernels, use_fused, use_triton
 
 LOGIT_MODULES = ("projection", "bottleneck")
 
@@ -106,7 +106,7 @@ def lip2d(x: Tensor, logit: Tensor, kernel_size=3, stride=2, padding=1) -> Tenso
     _check(x, logit)
     if use_triton(x, logit):
         return triton_kernels().lip2d(x, logit, kernel_size, stride, padding)
-    return window_softmax_pool(x, logit, kernel_size, stride, padding)
+    return window_softmax_pool(x, logit, kernel_size, stride, padding, fused=use_fused(x, logit))
 
 
 def build_logit_module(name: str, channels: int) -> nn.Module:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ._window import window_softmax_pool
 from .common import check_float
-from .dispatch import triton_kernels, use_triton
+from .dispatch import triton_kernels, use_fused, use_triton
 
 
 def _check(x: Tensor, dims: int) -> None:
@@ -41,7 +41,7 @@ def soft_pool2d(x: Tensor, kernel_size=2, stride=None, padding=0) -> Tensor:
     _check(x, 2)
     if use_triton(x):
         return triton_kernels().soft_pool2d(x, kernel_size, stride, padding)
-    return window_softmax_pool(x, x, kernel_size, stride, padding)
+    return window_softmax_pool(x, x, kernel_size, stride, padding, fused=use_fused(x))
 
 
 def soft_pool3d(x: Tensor, kernel_size=2, stride=None, padding=0) -> Tensor:

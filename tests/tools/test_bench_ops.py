@@ -38,7 +38,7 @@ def test_quick_cpu_run_writes_json_and_markdown(tmp_path, monkeypatch):
     assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}
     assert {r["impl"] for r in rows} == {"fused", "reference", "baseline"}
     fused = [r for r in rows if r["impl"] == "fused"]
-    assert {r["op"] for r in fused} == {"lift_down2d", "lift_up2d"}  # the ops that have one
+    assert {r["op"] for r in fused} == set(bench.FUSED_OPS)  # ours all have one on the CPU
     assert all(r["speedup_vs_reference"] > 0 for r in fused)
     assert report["copy_GBps"] > 0
     for row in rows:
@@ -48,8 +48,8 @@ def test_quick_cpu_run_writes_json_and_markdown(tmp_path, monkeypatch):
     # every operator at every quick shape, forward and forward+backward
     assert (
         len(rows)
-        == (len(OPERATORS) + len(fused_ops := bench.LIFT_OPS)) * len(bench.QUICK_SHAPES) * 2
-        and len(fused_ops) == 2
+        == (len(OPERATORS) + len(fused_ops := bench.FUSED_OPS)) * len(bench.QUICK_SHAPES) * 2
+        and len(fused_ops) == 4
     )
 
     table = (tmp_path / "bench_ops.md").read_text()
