@@ -34,15 +34,19 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from . import _cpu_ext
+
 # Input bytes per piece: small enough that a piece's intermediates (~8x the input) stay in
 # a CPU's caches, big enough that per-op overhead (~5-10 us) does not dominate.
 CHUNK_BYTES = 1 << 21
 
 
 class Weights(NamedTuple):
-    """One learned predictor: depthwise bias [C], mix [C, C], mix bias [C]; ``taps`` and
-    ``bias``: the depthwise weight's k columns and its bias as [C, 1, 1] views."""
+    """One learned predictor: depthwise weight [C, k] and bias [C], mix [C, C], mix bias
+    [C]; ``taps`` and ``bias``: the depthwise weight's k columns and its bias as [C, 1, 1]
+    views."""
 
+    dw: Tensor
     db: Tensor
     mix: Tensor
     mb: Tensor
@@ -51,9 +55,9 @@ class Weights(NamedTuple):
 
 
 class Grads(NamedTuple):
-    """Gradient accumulators of one predictor (``taps``: one [C] per depthwise column)."""
+    """Gradient accumulators of one predictor (``taps``: [C, k], the depthwise weight's)."""
 
-    taps: list[Tensor]
+    taps: Tensor
     db: Tensor
     mix: Tensor
     mb: Tensor
@@ -66,7 +70,7 @@ def _weights(params: list[Tensor]) -> list[Weights]:
         dw, db, mix, mb = params[4 * i : 4 * i + 4]
         dw = dw.reshape(dw.shape[0], -1)
         taps = tuple(dw[:, j].view(-1, 1, 1) for j in range(dw.shape[1]))
-        out.append(Weights(db, mix, mb, taps, db.view(-1, 1, 1)))
+        out.append(Weights(dw, db, mix, mb, taps, db.view(-1, 1, 1)))
     return out
 
 
@@ -74,14 +78,14 @@ def _flat_grads(g: list[Grads], params) -> list[Tensor]:
     """Weight gradients in kernel_parameters() order and shapes."""
     out = []
     for i, wg in enumerate(g):
-        out += [torch.stack(wg.taps, 1).view_as(params[4 * i]), wg.db, wg.mix, wg.mb]
+        out += [wg.taps.view_as(params[4 * i]), wg.db, wg.mix, wg.mb]
     return out
 
 
 def _grads_like(weights: list[Weights]) -> list[Grads]:
     return [
-        Grads([torch.zeros_like(w.db) for _ in w.taps], torch.zeros_like(w.db),
-              torch.zeros_like(w.mix), torch.zeros_like(w.mb))
+        Grads(torch.zeros_like(w.dw), torch.zeros_like(w.db), torch.zeros_like(w.mix),
+              torch.zeros_like(w.mb))
         for w in weights
     ]  # fmt: skip
 
@@ -157,8 +161,16 @@ def _predict(z: Tensor, w: Weights, dim: int, out: Tensor | None = None) -> _Cac
     """tanh(mix(relu(depthwise_conv(z) along dim))) with reflect borders (replicate on an
     axis too short to reflect, as the reference). Given ``out`` (the
     output kept from the forward), only the cheap part is recomputed: no GEMM, no sigmoid."""
-    r = _depthwise(z, w, dim).relu_()
+    ext = _extension(z)
+    r = ext.dw_relu(z, w.dw, w.db, dim) if ext else _depthwise(z, w, dim).relu_()
     return _Cache(z, r, _mix_tanh(w, r) if out is None else out)
+
+
+def _extension(z: Tensor):
+    """The compiled depthwise conv + ReLU (`seg.ops._cpu_ext`) for this tensor, or None."""
+    if z.device.type != "cpu" or z.dtype not in (torch.float32, torch.float64):
+        return None
+    return _cpu_ext.extension()
 
 
 def _channel_sum(t: Tensor) -> Tensor:
@@ -184,6 +196,12 @@ def _predict_backward(
         g.mix.add_(torch.bmm(gm_flat, r_flat.transpose(1, 2)).sum(0))
         gr = torch.bmm(w.mix.t().expand(n, c, c), gm_flat).view_as(r)
     g.mb.add_(_channel_sum(gm))
+    ext = _extension(z)
+    if ext:
+        gz, g_taps, g_bias = ext.dw_relu_backward(gr, r, z, w.dw, dim)
+        g.taps.add_(g_taps)
+        g.db.add_(g_bias)
+        return gz
     gh = torch.ops.aten.threshold_backward(gr, r, 0)
     g.db.add_(_channel_sum(gh))
     taps = _taps(z.shape[dim], len(w.taps))
@@ -191,16 +209,16 @@ def _predict_backward(
     gz = gh * w.taps[centre]
     for j, out0, in0, count, borders in taps:
         if j == centre:
-            g.taps[j].add_(_channel_sum(gh * z))
+            g.taps[:, j].add_(_channel_sum(gh * z))
             continue
         weight = w.taps[j]
         if count > 0:
             g_out = gh.narrow(dim, out0, count)
-            g.taps[j].add_(_channel_sum(g_out * z.narrow(dim, in0, count)))
+            g.taps[:, j].add_(_channel_sum(g_out * z.narrow(dim, in0, count)))
             gz.narrow(dim, in0, count).addcmul_(g_out, weight)
         for i, src in borders:
             g_out = gh.narrow(dim, i, 1)
-            g.taps[j].add_(_channel_sum(g_out * z.narrow(dim, src, 1)))
+            g.taps[:, j].add_(_channel_sum(g_out * z.narrow(dim, src, 1)))
             gz.narrow(dim, src, 1).addcmul_(g_out, weight)
     return gz
 

@@ -38,10 +38,12 @@ SIZES = [(8, 8), (7, 9), (6, 11), (1, 1), (2, 5), (13, 6), (1, 7), (5, 1)]
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("kernel_size", [1, 3, 5])
 @pytest.mark.parametrize("chunk_bytes", [1, 1 << 22])  # one sample per piece / one piece
+@pytest.mark.parametrize("cpp", ["1", "0"])  # the compiled depthwise helper, or plain torch
 def test_fused_equals_reference_forward_and_every_gradient(
-    monkeypatch, size, kernel_size, chunk_bytes
+    monkeypatch, size, kernel_size, chunk_bytes, cpp
 ):
     monkeypatch.setattr(lifting_fused, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setenv("SEG_OPS_CPP", cpp)
     down = randomise(ops.LiftDownPool2d(3, kernel_size=kernel_size)).double()
     ops.set_lift_regularization(down, 0.05, 0.2)
     up = ops.LiftUpPool2d(down)
