@@ -695,13 +695,19 @@ def _aggregate_variant(study: Study, variant: Variant, runs: list[dict]) -> dict
     return row
 
 
+REPRODUCING_ENV = ("OMP_NUM_THREADS", "SEG_OPS_BACKEND", "SEG_OPS_CPP")
+
+
 def results_header(study: Study, budget: dict, command: str) -> dict:
     """What ``results.md``/``results.json`` say about the study as a whole; ``done`` counts
     the runs of this invocation (the caller adds them)."""
     first = study.variants[0]
-    threads = os.environ.get("OMP_NUM_THREADS")
-    if threads and not command.startswith("OMP_NUM_THREADS="):
-        command = f"OMP_NUM_THREADS={threads} {command}"  # it changes the float sums
+    # Settings that change the float sums (threads) or the code path (seg.ops.dispatch, the
+    # compiled CPU helper) belong to the command that reproduces the digits.
+    for name in reversed(REPRODUCING_ENV):
+        value = os.environ.get(name)
+        if value and f"{name}=" not in command:
+            command = f"{name}={value} {command}"
     return {
         "title": study.title,
         "command": command,

@@ -33,6 +33,7 @@ from seg.engine.study import (
     plan_run,
     read_curve,
     read_study,
+    results_header,
     study_from_configs,
     sweep_study,
     with_options,
@@ -135,6 +136,25 @@ def test_a_study_of_config_files_and_the_command_lines_choices(tmp_path, config,
     assert chosen.overrides == ["train.iters=2"] and [v.name for v in chosen.selected] == ["plain"]
     with pytest.raises(StudyError, match=r"no variant\(s\) \['nope'\]"):
         with_options(study, only=["nope"])
+
+
+def test_the_printed_command_holds_the_settings_that_change_the_digits(
+    tmp_path, config, monkeypatch
+):
+    study = _study(config, tmp_path / "out", ("a", []))
+    budget = check_budgets(study)
+    for name in ("OMP_NUM_THREADS", "SEG_OPS_BACKEND", "SEG_OPS_CPP"):
+        monkeypatch.delenv(name, raising=False)
+    command = "python tools/compare.py --study s.yaml"
+    assert results_header(study, budget, command)["command"] == command
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("SEG_OPS_CPP", "0")
+    assert (
+        results_header(study, budget, command)["command"]
+        == f"OMP_NUM_THREADS=1 SEG_OPS_CPP=0 {command}"
+    )
+    given = f"SEG_OPS_CPP=0 {command}"  # already said: not twice
+    assert results_header(study, budget, given)["command"] == f"OMP_NUM_THREADS=1 {given}"
 
 
 def test_check_budgets_refuses_variants_that_would_not_compare(tmp_path, config):
