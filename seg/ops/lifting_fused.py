@@ -70,7 +70,7 @@ def _weights(params: list[Tensor]) -> list[Weights]:
         dw, db, mix, mb = params[4 * i : 4 * i + 4]
         dw = dw.reshape(dw.shape[0], -1)
         taps = tuple(dw[:, j].view(-1, 1, 1) for j in range(dw.shape[1]))
-        out.append(Weights(dw, db, mix, mb, taps, db.view(-1, 1, 1)))
+        out.append(Weights(dw.contiguous(), db.contiguous(), mix, mb, taps, db.view(-1, 1, 1)))
     return out
 
 

@@ -105,3 +105,17 @@ def test_switched_off_or_unbuildable_falls_back(monkeypatch):
     with pytest.warns(RuntimeWarning, match="could not be built .*no compiler"):
         assert _cpu_ext.extension() is None
     assert _cpu_ext.extension() is None  # tried once
+
+
+@needs_ext
+def test_backward_passes_the_gradient_where_the_output_is_nan_like_torch():
+    z = torch.randn(1, 2, 3, 5, dtype=torch.float64)
+    z[0, 0, 1, 2] = float("nan")
+    z.requires_grad_()
+    taps = torch.randn(2, 3, dtype=torch.float64)
+    bias = torch.randn(2, dtype=torch.float64)
+    r_ref = reference(z, taps, bias, 3)
+    grad = torch.ones_like(r_ref)
+    (g_ref,) = torch.autograd.grad(r_ref, z, grad)
+    gz = ext.dw_relu_backward(grad, r_ref.detach(), z.detach(), taps, 3)[0]
+    torch.testing.assert_close(gz, g_ref, equal_nan=True)

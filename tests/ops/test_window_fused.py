@@ -140,3 +140,16 @@ def test_reference_on_request_and_under_transforms(monkeypatch, calls):
     assert not calls
     (g_ref,) = torch.autograd.grad(soft_pool2d_reference(x.requires_grad_(), 2).sum(), x)
     torch.testing.assert_close(jac, g_ref)
+
+
+def test_spread_near_the_old_limit_and_loss_scaled_gradients_stay_finite():
+    """A plane spread of ~79 with a loss-scaled gradient overflowed g / sum(e) when one shift
+    per plane was allowed up to 80: such calls now take the reference."""
+    x = torch.full((1, 1, 4, 4), -39.0)
+    x[0, 0, 0, 0], x[0, 0, 3, 3] = 40.0, -38.5
+    x.requires_grad_()
+    grad = torch.full((1, 1, 2, 2), 1e4)
+    (g,) = torch.autograd.grad(ops.soft_pool2d(x, 2), x, grad)
+    (g_ref,) = torch.autograd.grad(soft_pool2d_reference(x, 2), x, grad)
+    assert torch.isfinite(g).all()
+    torch.testing.assert_close(g, g_ref)

@@ -93,7 +93,7 @@ void backward_cols(const T* __restrict__ grad, const T* __restrict__ r, const T*
           T* out = gz + offset;
           T row_bias = 0;
           for (int64_t w = 0; w < length; ++w) {
-            gh[w] = rr[w] > T(0) ? g[w] : T(0);
+            gh[w] = rr[w] <= T(0) ? T(0) : g[w];  // as threshold_backward: NaN passes
             row_bias += gh[w];
           }
           acc_bias += row_bias;
@@ -170,7 +170,7 @@ void backward_rows(const T* __restrict__ grad, const T* __restrict__ r, const T*
           const T* rr = r + base + i * width;
           T row_bias = 0;
           for (int64_t w = 0; w < width; ++w) {
-            gh[w] = rr[w] > T(0) ? g[w] : T(0);
+            gh[w] = rr[w] <= T(0) ? T(0) : g[w];  // as threshold_backward: NaN passes
             row_bias += gh[w];
           }
           acc_bias += row_bias;
