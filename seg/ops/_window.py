@@ -85,10 +85,9 @@ def window_softmax_pool(
     if logits.shape != values.shape:
         raise ValueError(f"logits {tuple(logits.shape)} must match values {tuple(values.shape)}")
     kernel, stride, padding = pool_params(kernel_size, stride, padding, dims)
-    for size, k, s, p in zip(values.shape[2:], kernel, stride, padding):
-        output_size(size, k, s, p)
+    out_size = [output_size(*window) for window in zip(values.shape[2:], kernel, stride, padding)]
     if fused and dims == 2:
-        out = window_softmax_pool2d(values, logits, kernel, stride, padding)
+        out = window_softmax_pool2d(values, logits, kernel, stride, padding, out_size)
         if out is not None:
             return out
     dtype = values.dtype

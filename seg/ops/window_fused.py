@@ -70,7 +70,6 @@ def _window_sum(t: Tensor, kernel, stride, padding, out_size) -> Tensor:
 def _window_spread(g: Tensor, kernel, stride, padding, in_size) -> Tensor:
     """The adjoint of `_window_sum`: every input position gets the sum of g over the
     windows that contain it."""
-    n, c = g.shape[:2]
     padded = [in_size[0] + 2 * padding[0], in_size[1] + 2 * padding[1]]
     for dim, k, s in ((2, kernel[0], stride[0]), (3, kernel[1], stride[1])):
         shape = list(g.shape)
@@ -98,13 +97,12 @@ def _every(dim: int, step: int) -> tuple:
 
 
 class WindowSoftmaxPool2d(torch.autograd.Function):
-    """(values, logits, shift, kernel, stride, padding) -> sum of softmax(logits) * values
-    over each window's valid positions; ``shift`` from `_plane_shift`."""
+    """(values, logits, shift, kernel, stride, padding, out_size) -> sum of softmax(logits) *
+    values over each window's valid positions; ``shift`` from `_plane_shift`."""
 
     @staticmethod
-    def forward(ctx, values: Tensor, logits: Tensor, shift: Tensor, kernel, stride, padding):
-        size = values.shape[2:]
-        out_size = [(size[i] + 2 * padding[i] - kernel[i]) // stride[i] + 1 for i in range(2)]
+    def forward(ctx, values: Tensor, logits: Tensor, shift: Tensor, kernel, stride, padding,
+                out_size):  # fmt: skip
         pool = (kernel, stride, padding)
         e = torch.sub(logits, shift).exp_()
         den = _window_sum(e, *pool, out_size)
@@ -123,21 +121,21 @@ class WindowSoftmaxPool2d(torch.autograd.Function):
         g = grad / den
         e = torch.sub(logits, shift).exp_()
         ea = _window_spread(g, *ctx.pool, size).mul_(e)  # e_i A_i: the values' gradient
+        if not (ctx.same or ctx.needs_input_grad[1]):
+            return ea, None, None, None, None, None, None
+        eb = e.mul_(_window_spread(g.mul_(num).div_(den), *ctx.pool, size))
+        g_logits = torch.mul(ea, values).sub_(eb)
         if ctx.same:  # SoftPool: values and logits are the same tensor
-            eb = e.mul_(_window_spread(g.mul_(num).div_(den), *ctx.pool, size))
-            return ea.mul(values).sub_(eb).add_(ea), None, None, None, None, None
-        g_logits = None
-        if ctx.needs_input_grad[1]:
-            eb = e.mul_(_window_spread(g.mul_(num).div_(den), *ctx.pool, size))
-            g_logits = torch.mul(ea, values).sub_(eb)
-        return ea, g_logits, None, None, None, None
+            return g_logits.add_(ea), None, None, None, None, None, None
+        return ea, g_logits, None, None, None, None, None
 
 
 def window_softmax_pool2d(
-    values: Tensor, logits: Tensor, kernel: tuple, stride: tuple, padding: tuple
+    values: Tensor, logits: Tensor, kernel: tuple, stride: tuple, padding: tuple, out_size
 ) -> Tensor | None:
-    """`seg.ops._window.window_softmax_pool` for [N, C, H, W] (checked windows), or None
-    when a plane's logits spread too wide for one shift per plane (use the reference)."""
+    """`seg.ops._window.window_softmax_pool` for [N, C, H, W] (checked windows, their
+    output size), or None when a plane's logits spread too wide for one shift per plane
+    (use the reference)."""
     dtype = values.dtype
     compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     if compute not in SAFE_RANGE:
@@ -149,5 +147,5 @@ def window_softmax_pool2d(
         shift = _plane_shift(logits.detach())
         if shift is None:
             return None
-        out = WindowSoftmaxPool2d.apply(values, logits, shift, kernel, stride, padding)
+        out = WindowSoftmaxPool2d.apply(values, logits, shift, kernel, stride, padding, out_size)
     return out.to(dtype)

@@ -33,6 +33,34 @@ inline T relu(T v) {
   return v < T(0) ? T(0) : v;
 }
 
+// The positions of a row whose taps reach past its ends, [0, lo) and [hi, length), where
+// [lo, hi) is the interior (hi >= lo).
+template <typename F>
+inline void for_border(int64_t lo, int64_t hi, int64_t length, F f) {
+  for (int64_t w = 0; w < lo; ++w) f(w);
+  for (int64_t w = hi; w < length; ++w) f(w);
+}
+
+// The gradient through the ReLU of one row (as threshold_backward: NaN passes), into gh;
+// returns its sum (the row's share of the bias gradient).
+template <typename T>
+inline T relu_grad_row(const T* __restrict__ grad, const T* __restrict__ r, T* __restrict__ gh,
+                       int64_t length) {
+  T sum = 0;
+  for (int64_t w = 0; w < length; ++w) {
+    gh[w] = r[w] <= T(0) ? T(0) : grad[w];
+    sum += gh[w];
+  }
+  return sum;
+}
+
+// One channel's accumulated tap and bias gradients, in the output's dtype.
+template <typename T>
+inline void store_channel(const std::vector<double>& taps, double bias, T* g_taps, T* g_bias) {
+  for (size_t j = 0; j < taps.size(); ++j) g_taps[j] = T(taps[j]);
+  *g_bias = T(bias);
+}
+
 struct Shape {
   int64_t n, c, rows, cols;     // [N, C, rows, cols]; the conv runs along rows or cols
   int64_t s_n, s_c, s_row;      // z's strides (cols contiguous)
@@ -59,13 +87,11 @@ void forward_cols(const T* __restrict__ z, T* __restrict__ r, const T* __restric
           for (int64_t w = lo; w < hi; ++w) out[w] += tj * shifted[w];
         }
         for (int64_t w = lo; w < hi; ++w) out[w] = relu(out[w]);
-        for (int64_t w = 0; w < length; ++w) {
-          if (w == lo && hi > lo) w = hi;
-          if (w >= length) break;
+        for_border(lo, hi, length, [&](int64_t w) {
           T acc = bias[c];
           for (int64_t j = 0; j < k; ++j) acc += t[j] * in[source(w + j - pad, length, pad)];
           out[w] = relu(acc);
-        }
+        });
       }
     }
   });
@@ -91,12 +117,7 @@ void backward_cols(const T* __restrict__ grad, const T* __restrict__ r, const T*
           const T* rr = r + offset;
           const T* in = z + n * s.s_n + c * s.s_c + row * s.s_row;
           T* out = gz + offset;
-          T row_bias = 0;
-          for (int64_t w = 0; w < length; ++w) {
-            gh[w] = rr[w] <= T(0) ? T(0) : g[w];  // as threshold_backward: NaN passes
-            row_bias += gh[w];
-          }
-          acc_bias += row_bias;
+          acc_bias += relu_grad_row(g, rr, gh.data(), length);
           std::fill(out, out + length, T(0));
           for (int64_t j = 0; j < k; ++j) {
             const T tj = t[j];
@@ -107,19 +128,16 @@ void backward_cols(const T* __restrict__ grad, const T* __restrict__ r, const T*
               dot += gh[w] * shifted[w];
               target[w] += tj * gh[w];
             }
-            for (int64_t w = 0; w < length; ++w) {
-              if (w == lo && hi > lo) w = hi;
-              if (w >= length) break;
+            for_border(lo, hi, length, [&](int64_t w) {
               const int64_t src = source(w + j - pad, length, pad);
               dot += gh[w] * in[src];
               out[src] += tj * gh[w];
-            }
+            });
             acc_taps[j] += dot;
           }
         }
       }
-      for (int64_t j = 0; j < k; ++j) g_taps[c * k + j] = T(acc_taps[j]);
-      g_bias[c] = T(acc_bias);
+      store_channel(acc_taps, acc_bias, g_taps + c * k, g_bias + c);
     }
   });
 }
@@ -168,12 +186,7 @@ void backward_rows(const T* __restrict__ grad, const T* __restrict__ r, const T*
         for (int64_t i = 0; i < length; ++i) {
           const T* g = grad + base + i * width;
           const T* rr = r + base + i * width;
-          T row_bias = 0;
-          for (int64_t w = 0; w < width; ++w) {
-            gh[w] = rr[w] <= T(0) ? T(0) : g[w];  // as threshold_backward: NaN passes
-            row_bias += gh[w];
-          }
-          acc_bias += row_bias;
+          acc_bias += relu_grad_row(g, rr, gh.data(), width);
           for (int64_t j = 0; j < k; ++j) {
             const T tj = t[j];
             const int64_t src = source(i + j - pad, length, pad);
@@ -188,8 +201,7 @@ void backward_rows(const T* __restrict__ grad, const T* __restrict__ r, const T*
           }
         }
       }
-      for (int64_t j = 0; j < k; ++j) g_taps[c * k + j] = T(acc_taps[j]);
-      g_bias[c] = T(acc_bias);
+      store_channel(acc_taps, acc_bias, g_taps + c * k, g_bias + c);
     }
   });
 }
@@ -204,20 +216,19 @@ Shape shape_of(const torch::Tensor& z) {
   return {z.size(0), z.size(1), z.size(2), z.size(3), z.stride(0), z.stride(1), z.stride(2)};
 }
 
-void check(const torch::Tensor& z, const torch::Tensor& taps, const torch::Tensor& bias,
-           int64_t dim) {
+void check(const torch::Tensor& z, const torch::Tensor& taps, int64_t dim) {
   TORCH_CHECK(z.device().is_cpu() && z.dim() == 4, "dw_relu: z must be a 4d CPU tensor");
   TORCH_CHECK(dim == 2 || dim == 3, "dw_relu: dim must be 2 or 3");
   TORCH_CHECK(taps.dim() == 2 && taps.size(0) == z.size(1) && taps.is_contiguous() &&
                   taps.scalar_type() == z.scalar_type(),
               "dw_relu: taps must be a contiguous [C, k] tensor of z's dtype");
-  TORCH_CHECK(bias.numel() == z.size(1) && bias.is_contiguous() &&
-                  bias.scalar_type() == z.scalar_type(),
-              "dw_relu: bias must be a contiguous [C] tensor of z's dtype");
 }
 
 torch::Tensor dw_relu(torch::Tensor z, torch::Tensor taps, torch::Tensor bias, int64_t dim) {
-  check(z, taps, bias, dim);
+  check(z, taps, dim);
+  TORCH_CHECK(bias.numel() == z.size(1) && bias.is_contiguous() &&
+                  bias.scalar_type() == z.scalar_type(),
+              "dw_relu: bias must be a contiguous [C] tensor of z's dtype");
   z = lastdim_contiguous(z);
   auto r = torch::empty(z.sizes(), z.options());
   const Shape s = shape_of(z);
@@ -232,7 +243,7 @@ torch::Tensor dw_relu(torch::Tensor z, torch::Tensor taps, torch::Tensor bias, i
 
 std::vector<torch::Tensor> dw_relu_backward(torch::Tensor grad, torch::Tensor r, torch::Tensor z,
                                             torch::Tensor taps, int64_t dim) {
-  check(z, taps, taps.select(1, 0).contiguous(), dim);
+  check(z, taps, dim);
   z = lastdim_contiguous(z);
   grad = grad.contiguous();
   TORCH_CHECK(r.is_contiguous() && r.sizes() == z.sizes() && grad.sizes() == z.sizes(),
