@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from seg.engine.runtime import describe_device
+    from seg.engine.runtime import describe_device, reproducing_command
 
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
@@ -296,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "rounds": args.rounds,
         "set": args.set,
-        "command": shlex.join(["python", "tools/bench_model.py", *(argv or sys.argv[1:])]),
+        "command": reproducing_command(
+            shlex.join(["python", "tools/bench_model.py", *(argv or sys.argv[1:])])
+        ),
         "threads": torch.get_num_threads(),
         "memory": "CUDA max allocated during the steps"
         if cuda

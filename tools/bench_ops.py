@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from seg.engine.runtime import describe_device
+from seg.engine.runtime import describe_device, reproducing_command
 from seg.ops import LiftDownPool2d, LiftUpPool2d, lip2d, soft_pool2d
 
 SEGNET_SHAPES = [(16, 64, 256, 256), (16, 128, 128, 128), (16, 256, 64, 64), (16, 512, 32, 32)]
@@ -304,7 +304,9 @@ def main(argv=None) -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "date": datetime.date.today().isoformat(),
-        "command": shlex.join(["python", "tools/bench_ops.py", *(argv or sys.argv[1:])]),
+        "command": reproducing_command(
+            shlex.join(["python", "tools/bench_ops.py", *(argv or sys.argv[1:])])
+        ),
         "copy_GBps": copy_gbps,
         "quick": args.quick,
         "results": results,

@@ -1,18 +1,34 @@
 """What the trainer, the study tool and the benchmarks ask of the machine they run on.
 
 `describe_device` names it the same way everywhere (results tables, ``metrics.json``,
-benchmark reports), `autocast_dtype` turns ``train.amp`` into a dtype, and `peak_memory_mib`
+benchmark reports), `reproducing_command` prefixes a printed command with the settings that
+change its digits, `autocast_dtype` turns ``train.amp`` into a dtype, and `peak_memory_mib`
 reads the process's peak memory with what the figure counts.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 
 import torch
 
 from seg.config import TrainConfig
+
+# Settings that change the float sums (threads) or the code path (seg.ops.dispatch, the
+# compiled CPU helper): they belong to the command that reproduces a table's digits.
+REPRODUCING_ENV = ("OMP_NUM_THREADS", "SEG_OPS_BACKEND", "SEG_OPS_CPP")
+
+
+def reproducing_command(command: str) -> str:
+    """``command`` with ``NAME=value`` in front for each set `REPRODUCING_ENV` variable it
+    does not already name."""
+    for name in reversed(REPRODUCING_ENV):
+        value = os.environ.get(name)
+        if value and f"{name}=" not in command:
+            command = f"{name}={value} {command}"
+    return command
 
 
 def describe_device(device: str | torch.device | None = None) -> str:

@@ -21,7 +21,6 @@ import datetime
 import itertools
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -34,7 +33,7 @@ import yaml
 from seg.config import Config, ConfigError, load_config, load_yaml
 from seg.engine.evaluator import json_ready
 from seg.engine.rundir import CURVE, config_differences
-from seg.engine.runtime import describe_device
+from seg.engine.runtime import describe_device, reproducing_command
 
 SUMMARY_KEYS = ("mIoU", "mBIoU", "aAcc", "mAcc")
 DEFAULT_SEEDS = (0, 1, 2)
@@ -695,22 +694,13 @@ def _aggregate_variant(study: Study, variant: Variant, runs: list[dict]) -> dict
     return row
 
 
-REPRODUCING_ENV = ("OMP_NUM_THREADS", "SEG_OPS_BACKEND", "SEG_OPS_CPP")
-
-
 def results_header(study: Study, budget: dict, command: str) -> dict:
     """What ``results.md``/``results.json`` say about the study as a whole; ``done`` counts
     the runs of this invocation (the caller adds them)."""
     first = study.variants[0]
-    # Settings that change the float sums (threads) or the code path (seg.ops.dispatch, the
-    # compiled CPU helper) belong to the command that reproduces the digits.
-    for name in reversed(REPRODUCING_ENV):
-        value = os.environ.get(name)
-        if value and f"{name}=" not in command:
-            command = f"{name}={value} {command}"
     return {
         "title": study.title,
-        "command": command,
+        "command": reproducing_command(command),
         "threads": torch.get_num_threads(),
         "date": datetime.date.today().isoformat(),
         # Without CUDA every run is on the CPU (a CUDA one fails and says so).

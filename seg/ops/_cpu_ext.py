@@ -4,7 +4,8 @@ cached under ``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``).
 
 `extension()` returns the module, or None when it is switched off (``SEG_OPS_CPP=0``) or
 cannot be built here; the fused path then runs its plain-PyTorch depthwise conv (same
-maths). A failed build warns once, with the reason.
+maths). A failed build warns once, with the reason; with ``SEG_OPS_CPP=require`` it raises
+instead, so a broken build cannot pass as a skip where the helper is expected.
 """
 
 from __future__ import annotations
@@ -26,16 +27,33 @@ _MODULE: list = []  # [module or None] once looked up
 log = logging.getLogger(__name__)
 
 
+MODES = ("0", "1", "require")
+
+
+def mode() -> str:
+    """SEG_OPS_CPP: 0 (off), 1 (default: on when it builds) or require (on, or raise)."""
+    value = os.environ.get("SEG_OPS_CPP", "1").strip().lower()
+    if value not in MODES:
+        raise ValueError(f"SEG_OPS_CPP={value!r}: choose one of {', '.join(MODES)}")
+    return value
+
+
 def enabled() -> bool:
-    return os.environ.get("SEG_OPS_CPP", "1").strip() != "0"
+    return mode() != "0"
 
 
 def extension():
-    """The compiled module, or None (switched off with SEG_OPS_CPP=0, or no toolchain)."""
+    """The compiled module, or None (switched off with SEG_OPS_CPP=0, or no toolchain).
+    SEG_OPS_CPP=require raises RuntimeError when it cannot be built."""
     if not enabled():
         return None
     if not _MODULE:
         _MODULE.append(_build())
+    if _MODULE[0] is None and mode() == "require":
+        raise RuntimeError(
+            "SEG_OPS_CPP=require but the compiled CPU LiftPool helper could not be built "
+            "(see the warning above); install a C++ compiler and ninja, or unset SEG_OPS_CPP"
+        )
     return _MODULE[0]
 
 

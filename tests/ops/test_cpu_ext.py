@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from seg.ops import _cpu_ext
 
-ext = _cpu_ext.extension()
+ext = _cpu_ext.extension()  # raises under SEG_OPS_CPP=require when it cannot be built
 needs_ext = pytest.mark.skipif(ext is None, reason="the C++ helper could not be built here")
 
 
@@ -105,6 +105,12 @@ def test_switched_off_or_unbuildable_falls_back(monkeypatch):
     with pytest.warns(RuntimeWarning, match="could not be built .*no compiler"):
         assert _cpu_ext.extension() is None
     assert _cpu_ext.extension() is None  # tried once
+    monkeypatch.setenv("SEG_OPS_CPP", "require")
+    with pytest.raises(RuntimeError, match="SEG_OPS_CPP=require but .* could not be built"):
+        _cpu_ext.extension()
+    monkeypatch.setenv("SEG_OPS_CPP", "yes")
+    with pytest.raises(ValueError, match="SEG_OPS_CPP='yes': choose one of 0, 1, require"):
+        _cpu_ext.extension()
 
 
 @needs_ext
@@ -119,3 +125,42 @@ def test_backward_passes_the_gradient_where_the_output_is_nan_like_torch():
     (g_ref,) = torch.autograd.grad(r_ref, z, grad)
     gz = ext.dw_relu_backward(grad, r_ref.detach(), z.detach(), taps, 3)[0]
     torch.testing.assert_close(gz, g_ref, equal_nan=True)
+
+
+@needs_ext
+@pytest.mark.parametrize("dim", [2, 3])
+def test_views_offset_along_batch_and_channels(dim):
+    """A slice that starts inside the batch / channels and keeps part of the rows (as the
+    fused path hands over pieces and the detail half of a split): the helper must follow
+    the view's offset and strides, not assume they start at the storage's origin."""
+    big = torch.randn(5, 6, 9, 7, dtype=torch.float64)
+    z = big[2:, 1:5, :6]
+    assert z.storage_offset() > 0 and not z.is_contiguous()
+    taps, bias = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    z_ref = z.clone().requires_grad_()
+    taps_ref, bias_ref = taps.clone().requires_grad_(), bias.clone().requires_grad_()
+    r_ref = reference(z_ref, taps_ref, bias_ref, dim)
+    r = ext.dw_relu(z, taps, bias, dim)
+    torch.testing.assert_close(r, r_ref, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(r_ref)
+    g_ref = torch.autograd.grad(r_ref, (z_ref, taps_ref, bias_ref), grad)
+    g = ext.dw_relu_backward(grad, r, z, taps, dim)
+    for a, b in zip(g, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@needs_ext
+@pytest.mark.parametrize("dim", [2, 3])
+def test_float32_backward_matches_torch_within_float32_rounding(dim):
+    z = torch.randn(3, 8, 17, 23, requires_grad=True)
+    taps = torch.randn(8, 5, requires_grad=True)
+    bias = torch.randn(8, requires_grad=True)
+    r_ref = reference(z, taps, bias, dim)
+    grad = torch.randn_like(r_ref)
+    g_ref = torch.autograd.grad(r_ref, (z, taps, bias), grad)
+    r = ext.dw_relu(z.detach(), taps.detach(), bias.detach(), dim)
+    g = ext.dw_relu_backward(grad, r, z.detach(), taps.detach(), dim)
+    # the tap and bias gradients sum ~3000 products each: float32 rounding, not exact
+    for a, b in zip(g, g_ref, strict=True):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -29,10 +29,13 @@ def _load_tool():
 
 def test_quick_cpu_run_writes_json_and_markdown(tmp_path, monkeypatch):
     monkeypatch.delenv("SEG_OPS_BACKEND", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("SEG_OPS_CPP", "0")  # the code path is part of the printed command
     bench = _load_tool()
     bench.main(["--quick", "--device", "cpu", "--repeats", "2", "--out", str(tmp_path)])
 
     report = json.loads((tmp_path / "bench_ops.json").read_text())
+    assert report["command"].startswith("SEG_OPS_CPP=0 python tools/bench_ops.py --quick")
     rows = report["results"]
     assert {r["op"] for r in rows} == OPERATORS
     assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}
