@@ -27,7 +27,9 @@ whole list R times, interleaved (case 1, 2, ..., then again), and reports each c
 over the rounds: a machine whose speed drifts (shared cores, a VM) shifts every case alike
 within a round, so the ratios stay fair.
 
-Writes ``bench_model.json`` and ``bench_model.md`` to ``--out``.
+Writes ``bench_model.json`` and ``bench_model.md`` to ``--out``; with ``--profile``, also
+``profile-MODEL-PAIR.txt`` per case: `torch.profiler`'s operator table (self time, calls)
+over ``--steps`` further steps of the last round, where the step's time goes.
 """
 
 from __future__ import annotations
@@ -91,10 +93,13 @@ def _reset_cpu_peak() -> bool:
         return False
 
 
-def measure(case: dict, device: str, warmup: int, steps: int) -> dict:
+def measure(
+    case: dict, device: str, warmup: int, steps: int, profile_to: str | None = None
+) -> dict:
     """One case, in this process: params, median step time, peak memory of the steps.
 
     The step is the trainer's own `train_step` on a `Run` built as `train()` builds it.
+    ``profile_to``: also write `torch.profiler`'s operator table over ``steps`` more steps.
     """
     from dataclasses import replace
 
@@ -143,6 +148,8 @@ def measure(case: dict, device: str, warmup: int, steps: int) -> dict:
         peak = torch.cuda.max_memory_allocated(dev) / 2**20 - before
     else:
         peak = _status_mib("VmHWM") - before
+    if profile_to:
+        _profile(lambda: train_step(run, (images, target)), dev, steps, Path(profile_to))
     return {
         **case,
         "batch": batch,
@@ -154,11 +161,30 @@ def measure(case: dict, device: str, warmup: int, steps: int) -> dict:
     }
 
 
-def run_isolated(case: dict, args: argparse.Namespace) -> dict:
+def _profile(step, device, steps: int, path: Path) -> None:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=30)
+    path.write_text(f"# {steps} training steps, {torch.get_num_threads()} threads\n{table}\n")
+
+
+def run_isolated(case: dict, args: argparse.Namespace, profile_to: Path | None = None) -> dict:
     command = [
         sys.executable, __file__, "--worker", json.dumps(case), "--device", args.device,
         "--warmup", str(args.warmup), "--steps", str(args.steps),
     ]  # fmt: skip
+    if profile_to is not None:
+        command += ["--profile-to", str(profile_to)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         error = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -246,14 +272,19 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, default=1, help="run the case list this many times, interleaved"
     )
     parser.add_argument("--out", help="folder for bench_model.json / bench_model.md")
+    parser.add_argument(
+        "--profile", action="store_true", help="also write each case's operator profile (--out)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # one case, in a child process
+    parser.add_argument("--profile-to", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.device is None:
         import torch
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.worker:
-        print(json.dumps(measure(json.loads(args.worker), args.device, args.warmup, args.steps)))
+        case = json.loads(args.worker)
+        print(json.dumps(measure(case, args.device, args.warmup, args.steps, args.profile_to)))
         return 0
 
     import datetime
@@ -264,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
+    if args.profile and not args.out:
+        parser.error("--profile writes its tables to --out: give one")
     selected = cases(args.quick, args.set)
     if args.model:
         selected = [c for c in selected if c["model"] == args.model]
@@ -279,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         for case, runs in zip(selected, rounds, strict=True):
             label = f"{case['model']:>14} {case['pair']:<14}"
             print(f"{label} [{round_index + 1}/{args.rounds}]", end=" ", flush=True)
-            result = run_isolated(case, args)
+            profile_to = None
+            if args.profile and round_index == args.rounds - 1:
+                Path(args.out).mkdir(parents=True, exist_ok=True)
+                name = f"profile-{case['model']}-{case['pair'].replace('/', '-')}.txt"
+                profile_to = Path(args.out).resolve() / name
+            result = run_isolated(case, args, profile_to)
             runs.append(result)
             if "error" in result:
                 print("failed:", result["error"], flush=True)

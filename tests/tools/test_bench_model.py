@@ -67,14 +67,14 @@ def test_quick_cpu_run_measures_real_training_steps(tmp_path, bench_model):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "tools/bench_model.py", "--quick", "--device", "cpu", "--only",
-         "lift/lift", "--steps", "2", "--warmup", "1", "--out", str(tmp_path)],
+         "lift/lift", "--model", "segnet", "--steps", "2", "--warmup", "1", "--profile",
+         "--out", str(tmp_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "bench_model.json").read_text())
     rows = {(r["model"], r["pair"]): r for r in report["results"]}
-    assert set(rows) == {("segnet", "max/maxunpool"), ("segnet", "lift/lift"),
-                         ("deeplabv3plus", "bilinear")}  # fmt: skip
+    assert set(rows) == {("segnet", "max/maxunpool"), ("segnet", "lift/lift")}
     for (model, pair), row in rows.items():
         assert "error" not in row, row
         case = next(c for c in bench_model.cases(True) if (c["model"], c["pair"]) == (model, pair))
@@ -88,3 +88,10 @@ def test_quick_cpu_run_measures_real_training_steps(tmp_path, bench_model):
     assert base["step_ms_ratio"] == 1.0
     assert "| segnet | lift/lift |" in (tmp_path / "bench_model.md").read_text()
     assert torch.__version__ == report["torch"]
+    # --profile: each case's operator table, over real steps (the lift pair's backward
+    # runs the fused LiftPool Functions; max/maxunpool's does not)
+    lift_profile = (tmp_path / "profile-segnet-lift-lift.txt").read_text()
+    base_profile = (tmp_path / "profile-segnet-max-maxunpool.txt").read_text()
+    assert lift_profile.startswith("# 2 training steps") and "Self CPU" in lift_profile
+    assert "LiftDown" in lift_profile and "LiftDown" not in base_profile
+    assert "max_unpool" in base_profile
