@@ -206,19 +206,30 @@ def combine_rounds(runs: list[dict]) -> dict:
 
 
 def add_ratios(results: list[dict]) -> None:
-    """Time and memory over the first (baseline) case of the same model."""
+    """Time and memory over the first (baseline) case of the same model. With rounds, the
+    time ratio is the median of each round's ratio: within a round both cases ran minutes
+    apart, so a drift of the machine's speed cancels (a ratio of the two medians could
+    pair one case's slow round with the other's fast one)."""
     baselines: dict[str, dict] = {}
     for result in results:
         base = baselines.setdefault(result["model"], result)
         for key in ("step_ms", "peak_mib"):
             ok = "error" not in result and "error" not in base and base[key] > 0
             result[f"{key}_ratio"] = result[key] / base[key] if ok else None
+        mine, theirs = result.get("rounds_step_ms"), base.get("rounds_step_ms")
+        if result["step_ms_ratio"] is not None and mine and theirs and len(mine) == len(theirs):
+            result["step_ms_ratio"] = statistics.median(a / b for a, b in zip(mine, theirs))
         result["baseline"] = base["pair"]
 
 
 def _rounds_note(report: dict) -> str:
     rounds = report.get("rounds", 1)
-    return f", then the median of {rounds} interleaved rounds" if rounds > 1 else ""
+    if rounds < 2:
+        return ""
+    return (
+        f", then the median of {rounds} interleaved rounds (time ratio: the median of the "
+        "rounds' ratios)"
+    )
 
 
 def markdown(report: dict) -> str:

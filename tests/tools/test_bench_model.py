@@ -58,6 +58,17 @@ def test_rounds_take_each_case_median_and_set_reaches_every_case(bench_model):
     assert combined["step_ms"] == 20.0 and combined["peak_mib"] == 6.0
     assert combined["rounds_step_ms"] == [30.0, 10.0, 20.0]
     assert bench_model.combine_rounds([runs[0], {"pair": "x", "error": "boom"}])["error"] == "boom"
+    # the time ratio pairs each round with the baseline's same round: a slow round of the
+    # machine cancels (the ratio of the medians would be 20 / 20 = 1.0)
+    base = bench_model.combine_rounds(
+        [
+            {"model": "segnet", "pair": "max/maxunpool", "step_ms": t, "peak_mib": 4.0}
+            for t in (10.0, 20.0, 40.0)
+        ]  # fmt: skip
+    )
+    bench_model.add_ratios([base, combined])
+    assert combined["step_ms_ratio"] == 0.5  # rounds' ratios 3.0, 0.5, 0.5
+    assert combined["peak_mib_ratio"] == 1.5 and base["step_ms_ratio"] == 1.0
     cases = bench_model.cases(quick=True, extra=["model.width=0.25"])
     assert all(c["set"][-1] == "model.width=0.25" for c in cases)
 
