@@ -494,12 +494,15 @@ class Run:
     def scored(self) -> bool:
         return self.result.is_file()
 
+    def relative(self, path: str | Path) -> str:
+        """``path`` relative to the study's root when it lies inside it (records name files
+        so that another clone finds them), else as given."""
+        where, root = Path(path).resolve(), self.root.resolve()
+        return str(where.relative_to(root)) if where.is_relative_to(root) else str(path)
+
     def record(self, **outcome) -> dict:
         """The run's record with ``outcome`` (status and its figures or error) added."""
-        folder = self.folder.resolve()
-        root = self.root.resolve()
-        where = folder.relative_to(root) if folder.is_relative_to(root) else folder
-        who = {"variant": self.variant.name, "seed": self.seed, "dir": str(where)}
+        who = {"variant": self.variant.name, "seed": self.seed, "dir": self.relative(self.folder)}
         return {**who, "split": self.split, **outcome}
 
 
@@ -548,6 +551,8 @@ def claim_run(study: Study, run: Run) -> None:
 def read_record(run: Run) -> dict:
     """The record of a run that trained and was scored."""
     metrics = json.loads(run.result.read_text())
+    if isinstance(metrics.get("checkpoint"), str):  # tools/eval.py names what it scored
+        metrics["checkpoint"] = run.relative(metrics["checkpoint"])
     cost = json.loads((run.folder / "metrics.json").read_text()).get("train", {})
     return run.record(
         status="ok",

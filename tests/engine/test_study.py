@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,27 @@ def test_find_finished_returns_only_runs_that_finished_with_the_same_training(tm
         find_finished(changed, variant, 0)
     with pytest.raises(StudyError, match="trained with other settings"):
         claim_run(changed, plan_run(changed, variant, 0))
+
+
+def test_records_name_the_run_folder_and_checkpoint_relative_to_the_root(tmp_path, config):
+    """Committed results must resolve on another clone: inside the study's root, the run's
+    folder and the checkpoint tools/eval.py names are relative; outside it, as given."""
+    study = _study(config, tmp_path / "out", ("a", ["model.down=max", "model.up=bilinear"]))
+    study = with_options(study, checkpoint="best")
+    rooted = replace(study, root=tmp_path)
+    variant = study.variants[0]
+    run = plan_run(rooted, variant, 0)
+    claim_run(rooted, run)
+    _finish(run, 0.4)
+    run.result.parent.mkdir()
+    run.result.write_text(json.dumps({"mIoU": 0.5, "checkpoint": str(run.folder / "best.pt")}))
+    record = find_finished(rooted, variant, 0)
+    assert record["dir"] == "out/runs/a/seed0"
+    assert record["metrics"]["checkpoint"] == "out/runs/a/seed0/best.pt"
+    outside = replace(study, root=tmp_path / "elsewhere")
+    record = find_finished(outside, variant, 0)
+    assert record["dir"] == str(run.folder)
+    assert record["metrics"]["checkpoint"] == str(run.folder / "best.pt")
 
 
 # ---------------------------------------------------------------- aggregating
