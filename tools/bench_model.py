@@ -28,8 +28,9 @@ over the rounds: a machine whose speed drifts (shared cores, a VM) shifts every 
 within a round, so the ratios stay fair.
 
 Writes ``bench_model.json`` and ``bench_model.md`` to ``--out``; with ``--profile``, also
-``profile-MODEL-PAIR.txt`` per case: `torch.profiler`'s operator table (self time, calls)
-over ``--steps`` further steps of the last round, where the step's time goes.
+``profile-MODEL-PAIR.txt`` per case: `torch.profiler`'s operator table (every operator,
+self time and calls, costliest first) over ``--steps`` further steps of the last round:
+where the step's time goes.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def _profile(step, device, steps: int, path: Path) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    table = prof.key_averages().table(sort_by=sort, row_limit=30)
+    table = prof.key_averages().table(sort_by=sort, row_limit=-1)  # every operator
     path.write_text(f"# {steps} training steps, {torch.get_num_threads()} threads\n{table}\n")
 
 
