@@ -76,7 +76,6 @@ from seg.engine.study import (
     claim_run,
     equal_time_study,
     final_study,
-    find_finished,
     metric,
     plan_run,
     point_label,
@@ -171,22 +170,21 @@ def _report(record: dict) -> None:
 
 
 def _run_all(study: Study, header: dict, records: list[dict], extra: dict | None = None) -> None:
-    """Every (variant, seed), seed-major: after the first seed every variant has a result."""
+    """Every (variant, seed) of ``--only``'s variants, seed-major: after the first seed every
+    variant has a result. ``records`` ends with those and, looked up again at each table
+    written, what the other variants' processes finished meanwhile."""
     position = 0
     for seed in study.seeds:
-        for variant in study.variants:
-            if variant not in study.selected:  # --only: show what finished, run nothing
-                record = find_finished(study, variant, seed)
-                if record is not None:
-                    records.append(record)
-                continue
+        for variant in study.selected:
             position += 1
             print(f"[{position}/{header['planned']}] {variant.name}, seed {seed}", flush=True)
             record = run_one(study, variant, seed)
             records.append(record)
             header["done"] += 1
             _report(record)
-            write_results(study, records, header, extra)  # the tables so far, while it runs
+            # the tables so far, while it runs
+            write_results(study, refresh_records(study, records), header, extra)
+    records[:] = refresh_records(study, records)
 
 
 def _phase(study: Study, command: str, title: str, budget: dict) -> list[dict]:
@@ -207,9 +205,7 @@ def _protocol(study: Study, command: str) -> tuple[Study, list[dict], dict, dict
     extra: dict = {}
     if study.sweep is not None:
         tuning = sweep_study(study)
-        sweep_records = refresh_records(
-            tuning, _phase(tuning, command, "tuning", check_budgets(tuning))
-        )
+        sweep_records = _phase(tuning, command, "tuning", check_budgets(tuning))
         chosen = choose_points(study, sweep_records)
         for name, choice in chosen.items():
             print(f"    {name}: {point_label(choice['point'])} ({100 * choice['score']:.2f})")

@@ -381,15 +381,19 @@ def choose_points(study: Study, sweep_records: list[dict]) -> dict[str, dict]:
 
 def refresh_records(study: Study, records: list[dict]) -> list[dict]:
     """``records`` of this process, with the finished runs of the variants it did not run
-    looked up again now (another ``--only`` process may have finished them since)."""
-    mine = [r for r in records if any(r["variant"] == v.name for v in study.selected)]
-    others = [
-        find_finished(study, variant, seed)
-        for variant in study.variants
-        if variant not in study.selected
-        for seed in study.seeds
-    ]
-    return mine + [r for r in others if r is not None]
+    looked up again now (another ``--only`` process may have finished them since), seed by
+    seed in the study's variant order."""
+    mine = {(r["variant"], r["seed"]): r for r in records}
+    found = []
+    for seed in study.seeds:
+        for variant in study.variants:
+            if variant in study.selected:
+                record = mine.get((variant.name, seed))
+            else:
+                record = find_finished(study, variant, seed)
+            if record is not None:
+                found.append(record)
+    return found
 
 
 def final_study(study: Study, chosen: dict[str, dict]) -> Study:

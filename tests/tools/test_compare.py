@@ -12,6 +12,9 @@ import yaml
 from PIL import Image
 
 from seg.engine import load_checkpoint
+from seg.engine.study import find_finished
+
+ROOT = Path(__file__).resolve().parents[2]
 
 VARIANTS = [
     ["--variant", "lift/lift", "model.down=lift", "model.up=lift"],
@@ -235,3 +238,34 @@ def test_the_fair_protocol_tunes_on_val_scores_test_once_and_compares_at_equal_t
 
 def _curve(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "curve.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_tables_hold_what_another_only_process_finished_while_this_one_ran(
+    tmp_path, tiny_config, load_tool, monkeypatch
+):
+    """Two processes with disjoint --only lists: the one that finishes last writes tables
+    holding every run that finished, also those the other finished after this one started."""
+    compare = load_tool("compare")
+    monkeypatch.chdir(ROOT)
+    args = [str(tiny_config), "--variant", "a", "model.up=maxunpool", "model.down=max",
+            "--variant", "b", "model.up=bilinear", "model.down=max",
+            "--seeds", "0", "--images", "0", "--out", str(tmp_path)]  # fmt: skip
+    parser = compare._parser()
+    mine = compare._study(parser.parse_args([*args, "--only", "b"]), parser)
+    other = compare._study(parser.parse_args([*args, "--only", "a"]), parser)
+    real_run_one = compare.run_one
+
+    def run_one(study, variant, seed):
+        # a (first in the study) is looked up before b runs, not finished yet; the other
+        # process finishes it while b trains.
+        (a,) = other.selected
+        assert find_finished(other, a, seed) is None
+        real_run_one(other, a, seed)
+        return real_run_one(study, variant, seed)
+
+    monkeypatch.setattr(compare, "run_one", run_one)
+    assert compare.run_study(mine, "python tools/compare.py") == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["variant"], r["runs"]) for r in results["variants"]] == [("a", 1), ("b", 1)]
+    assert "| a | 1/1 |" in (tmp_path / "results.md").read_text()
