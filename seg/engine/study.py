@@ -22,6 +22,7 @@ import itertools
 import json
 import math
 import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -908,6 +909,16 @@ def _failures(records: list[dict]) -> list[str]:
     return lines
 
 
+TITLE_SIZE = 10  # points
+
+
+def _fitted(fig, text: str) -> str:
+    """``text`` broken into lines that fit ``fig``'s width at TITLE_SIZE (a study's title is
+    often wider than its plots): an average character is about half the font size wide."""
+    chars = int(0.9 * fig.get_size_inches()[0] * 72 / (0.55 * TITLE_SIZE))
+    return textwrap.fill(text, max(chars, 20), break_on_hyphens=False)
+
+
 def plot(study: Study, rows: list[dict], records: list[dict], path: Path) -> None:
     """mIoU and mBIoU per variant: bars with ± std, each seed a dot on its bar."""
     import matplotlib
@@ -931,7 +942,7 @@ def plot(study: Study, rows: list[dict], records: list[dict], path: Path) -> Non
             ax.plot([x[index] + offset] * len(seeds), seeds, "k.", markersize=4)
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set_ylabel("%")
-    ax.set_title(f"{study.title}: mean ± std over seeds")
+    ax.set_title(_fitted(fig, f"{study.title}: mean ± std over seeds"), fontsize=TITLE_SIZE)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -1009,18 +1020,28 @@ def plot_curves(study: Study, records: list[dict], path: Path) -> None:
         ax.set_ylabel("validation mIoU (%)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{study.title}: learning curves (thin: each seed)")
+    fig.suptitle(
+        _fitted(fig, f"{study.title}: learning curves (thin: each seed)"), fontsize=TITLE_SIZE
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+GROUPED_BARS_MAX = 60  # bars in one grouped chart; more (a sweep, many classes): a heat map
+
+
 def plot_per_class(study: Study, rows: list[dict], path: Path) -> None:
     """Per-class IoU of every variant in one chart: a group of bars per class (the mean
-    over seeds, ± std)."""
+    over seeds, ± std), or a heat map (variants x classes) where that many bars would not
+    be readable (a sweep's many points, ADE20K's 150 classes)."""
     plt = _pyplot()
     rows = [row for row in rows if row["runs"] and row["classes"]]
     classes = rows[0]["classes"]
+    title = f"{study.title}: per-class IoU, mean ± std over seeds"
+    if len(classes) * len(rows) > GROUPED_BARS_MAX:
+        _per_class_heat_map(plt, rows, classes, title, path)
+        return
     width = 0.8 / len(rows)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(classes) * len(rows) + 2), 4))
     x = np.arange(len(classes))
@@ -1031,8 +1052,31 @@ def plot_per_class(study: Study, rows: list[dict], path: Path) -> None:
                label=row["variant"])  # fmt: skip
     ax.set_xticks(x, classes, rotation=30, ha="right")
     ax.set_ylabel("IoU (%)")
-    ax.set_title(f"{study.title}: per-class IoU, mean ± std over seeds")
+    ax.set_title(_fitted(fig, title), fontsize=TITLE_SIZE)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _per_class_heat_map(plt, rows: list[dict], classes: list[str], title: str, path: Path):
+    """Mean IoU (%) per variant (row) and class (column), the values written in the cells
+    while they stay legible; at most 30 inches wide and tall."""
+    values = np.array([[100 * m for m, _ in row["IoU"]] for row in rows], dtype=np.float64)
+    size = (min(30.0, 0.55 * len(classes) + 4), min(30.0, 0.3 * len(rows) + 2))
+    fig, ax = plt.subplots(figsize=size)
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=100,
+                      aspect="auto")  # fmt: skip
+    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), [row["variant"] for row in rows], fontsize=7)
+    if len(classes) <= 40 and len(rows) <= 60:
+        for (i, j), value in np.ndenumerate(values):
+            if not math.isnan(value):
+                colour = "white" if value < 50 else "black"
+                ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=6, color=colour)
+    fig.colorbar(image, ax=ax, label="IoU (%)", fraction=0.03)
+    ax.set_title(_fitted(fig, title.replace(", mean ± std over seeds", ", mean over seeds")),
+                 fontsize=TITLE_SIZE)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -1060,7 +1104,7 @@ def plot_sweep(study: Study, chosen: dict, path: Path) -> None:
     else:
         ax.set_xticks(range(len(points)), [point_label(p) for p in points], rotation=30, ha="right")
     ax.set_ylabel(f"{sweep.metric} (%) on {sweep.split}")
-    ax.set_title(f"{study.title}: tuning")
+    ax.set_title(_fitted(fig, f"{study.title}: tuning"), fontsize=TITLE_SIZE)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

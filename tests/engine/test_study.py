@@ -15,6 +15,7 @@ import yaml
 
 from seg.engine.study import (
     SETTINGS_FILE,
+    TITLE_SIZE,
     Study,
     StudyError,
     Sweep,
@@ -32,6 +33,7 @@ from seg.engine.study import (
     mean_std,
     paired_differences,
     plan_run,
+    plot_per_class,
     read_curve,
     read_study,
     results_header,
@@ -40,6 +42,7 @@ from seg.engine.study import (
     with_options,
     write_results,
 )
+from seg.engine.study import _fitted as fitted_title
 
 
 @pytest.fixture
@@ -475,3 +478,57 @@ def test_write_results_writes_the_tables_and_the_plot(tmp_path, records):
     assert (tmp_path / "results.md").read_text().startswith("# study")
     assert (tmp_path / "results.png").stat().st_size > 0
     assert (tmp_path / "per_class.png").stat().st_size > 0  # every variant's classes in one
+
+
+@pytest.mark.parametrize("size", [(6, 4), (12, 4), (4, 3)])
+def test_plot_titles_fit_their_figure(size):
+    """A study's long title, broken to fit: its rendered box lies inside the figure (the
+    unbroken one overflows the narrow figures)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    text = (
+        "CamVid test, fair protocol (SegNet vgg16_bn x1/4 from scratch, 180x240 crops, "
+        "AdamW tuned per variant): per-class IoU, mean ± std over seeds"
+    )
+
+    def inside(title: str) -> bool:
+        fig, ax = plt.subplots(figsize=size)
+        ax.set_title(title, fontsize=TITLE_SIZE)
+        fig.tight_layout()
+        fig.canvas.draw()
+        box = ax.title.get_window_extent()
+        width = fig.bbox.width
+        plt.close(fig)
+        return box.x0 >= 0 and box.x1 <= width
+
+    figure = plt.figure(figsize=size)
+    assert inside(fitted_title(figure, text))
+    plt.close(figure)
+    if size[0] <= 6:
+        assert not inside(text)
+
+
+@pytest.mark.parametrize(("variants", "classes"), [(5, 11), (25, 11), (3, 150)])
+def test_per_class_chart_stays_readable(tmp_path, variants, classes):
+    """Grouped bars while there are few; a sweep's 25 points or ADE20K's 150 classes get a
+    heat map of bounded size (grouped bars were 15 000 pixels wide for a CamVid sweep)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    names = [f"class {c}" for c in range(classes)]
+    rows = [
+        {"variant": f"v{v} @ train.lr=0.001", "runs": 1, "classes": names,
+         "IoU": [(float(rng.uniform(0, 1)), math.nan) for _ in names]}
+        for v in range(variants)
+    ]  # fmt: skip
+    study = _study(Path("x.yaml"), tmp_path, ("a", []))
+    plot_per_class(study, rows, tmp_path / "per_class.png")
+    image = Image.open(tmp_path / "per_class.png")
+    assert image.width <= 30 * 110 and image.height <= 30 * 110
+    pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    assert len(np.unique(pixels, axis=0)) > 20  # drawn, not blank
+    if variants * classes <= 60:  # bars: about half an inch per bar
+        assert image.width >= 0.5 * variants * classes * 110
