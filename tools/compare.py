@@ -21,7 +21,7 @@ each variant's own best point and scores them once on ``split`` (test); ``refere
 is the variant the others are compared with seed by seed (95 % intervals; a difference is
 claimed only where the interval excludes 0); ``equal_time: true`` also trains every other
 variant for the reference's training time (iterations scaled by the measured seconds per
-iteration). Validations during training (``train.val_interval``) give the learning curves.
+iteration, once every variant has all its seeds). Validations during training (``train.val_interval``) give the learning curves.
 
 Resumable: a run that finished is not run again, an interrupted one (Ctrl-C or SIGTERM:
 the run saves its ``last.pt`` first) continues from there; run the same command again. A
@@ -203,22 +203,35 @@ def _protocol(study: Study, command: str) -> tuple[Study, list[dict], dict, dict
     the others at the reference's training time. Returns the final study, its records,
     its header and what the tables add."""
     extra: dict = {}
-    if study.sweep is not None:
-        tuning = sweep_study(study)
+    tuned = study
+    if tuned.sweep is not None:
+        tuning = sweep_study(tuned)
         sweep_records = _phase(tuning, command, "tuning", check_budgets(tuning))
-        chosen = choose_points(study, sweep_records)
+        chosen = choose_points(tuned, sweep_records)
         for name, choice in chosen.items():
             print(f"    {name}: {point_label(choice['point'])} ({100 * choice['score']:.2f})")
         extra = {"sweep": sweep_records, "chosen": chosen}
-        study = final_study(study, chosen)
+        study = final_study(tuned, chosen)
     header = results_header(study, check_budgets(study), command)
     records: list[dict] = []
     print(f"== final: {header['planned']} run(s) in {study.out}", flush=True)
     _run_all(study, header, records, extra)
+    if tuned.sweep is not None:
+        # Another --only process may have finished tuning its variants since: their choice
+        # and their finished seeds go into the tables too.
+        sweep_records = refresh_records(tuning, sweep_records)
+        chosen = choose_points(tuned, sweep_records)
+        extra = {"sweep": sweep_records, "chosen": chosen}
+        study = final_study(tuned, chosen)
+        records = refresh_records(study, records)
     if study.equal_time:
         timed = equal_time_study(study, records)
         if timed is None:
-            print("equal time: skipped, a variant has no timed run", file=sys.stderr)
+            print(
+                "equal time: not yet, every variant needs all its seeds first (another --only "
+                "process may still be running some); run this command again once they finish",
+                file=sys.stderr,
+            )
         else:
             budget = {"iters": "per variant", "batch_size": header["budget"]["batch_size"]}
             extra["equal_time"] = (timed, _phase(timed, command, "equal time", budget))

@@ -23,6 +23,7 @@ from pathlib import Path
 from seg.config import ConfigError
 from seg.data import build_dataset, build_val_transform
 from seg.engine import evaluate, format_table, load_for_inference
+from seg.engine.checkpoint import write_text_atomic
 from seg.engine.cli import EXPECTED_ERRORS, fail
 from seg.engine.distributed import cleanup, init_distributed
 from seg.engine.evaluator import json_ready
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
         metrics = {"checkpoint": str(args.checkpoint), "split": cfg.eval.split, **result.metrics}
-        (out / "metrics.json").write_text(json.dumps(json_ready(metrics), indent=2))
+        write_text_atomic(out / "metrics.json", json.dumps(json_ready(metrics), indent=2))
         (out / "metrics.md").write_text(table + "\n")
         draw_pictures(out, result.metrics, f"{Path(args.checkpoint).name}, {cfg.eval.split}")
     except (OSError, ValueError) as error:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import json
+import logging
 import math
 import re
 import textwrap
@@ -36,6 +37,7 @@ from seg.engine.evaluator import json_ready
 from seg.engine.rundir import CURVE, config_differences
 from seg.engine.runtime import describe_device, reproducing_command
 
+log = logging.getLogger("seg")
 SUMMARY_KEYS = ("mIoU", "mBIoU", "aAcc", "mAcc")
 DEFAULT_SEEDS = (0, 1, 2)
 SETTINGS_FILE = "compare_run.json"  # in a run's folder: what it trains
@@ -383,7 +385,9 @@ def choose_points(study: Study, sweep_records: list[dict]) -> dict[str, dict]:
 def refresh_records(study: Study, records: list[dict]) -> list[dict]:
     """``records`` of this process, with the finished runs of the variants it did not run
     looked up again now (another ``--only`` process may have finished them since), seed by
-    seed in the study's variant order."""
+    seed in the study's variant order. Another process's run that can't be read (its
+    folder holds other settings, its record is being written) is left out with a warning:
+    it is that process's to run, and never stops this one."""
     mine = {(r["variant"], r["seed"]): r for r in records}
     found = []
     for seed in study.seeds:
@@ -391,7 +395,11 @@ def refresh_records(study: Study, records: list[dict]) -> list[dict]:
             if variant in study.selected:
                 record = mine.get((variant.name, seed))
             else:
-                record = find_finished(study, variant, seed)
+                try:
+                    record = find_finished(study, variant, seed)
+                except (StudyError, OSError, ValueError) as error:  # JSONDecodeError: Value
+                    log.warning("%s, seed %s left out of the tables: %s", variant.name, seed, error)
+                    record = None
             if record is not None:
                 found.append(record)
     return found
@@ -411,8 +419,14 @@ def final_study(study: Study, chosen: dict[str, dict]) -> Study:
 def equal_time_study(study: Study, records: list[dict]) -> Study | None:
     """Every other variant trained for the reference's training time: ``train.iters`` scaled
     by the ratio of their mean seconds per iteration in ``records`` (the final runs), in
-    ``OUT/equal_time``. None when a variant has no timed run yet."""
+    ``OUT/equal_time``. None until every variant has a record for every seed (finished or
+    failed): the ratios are those of all the seeds, the same in every ``--only`` process
+    (one that finished its own seeds first would otherwise size another's runs from part
+    of them)."""
     budget = check_budgets(study)
+    for variant in study.variants:
+        if len({r["seed"] for r in records if r["variant"] == variant.name}) < len(study.seeds):
+            return None
     seconds = {
         v.name: mean_std(
             [r["train"]["seconds_per_iter"] for r in records if _ok(r, v.name) and r["train"]]
@@ -1036,7 +1050,11 @@ def plot_per_class(study: Study, rows: list[dict], path: Path) -> None:
     over seeds, ± std), or a heat map (variants x classes) where that many bars would not
     be readable (a sweep's many points, ADE20K's 150 classes)."""
     plt = _pyplot()
-    rows = [row for row in rows if row["runs"] and row["classes"]]
+    rows = [
+        {**row, "IoU": [(_nan(m), _nan(sd)) for m, sd in row["IoU"]]}  # None (JSON): NaN
+        for row in rows
+        if row["runs"] and row["classes"]
+    ]
     classes = rows[0]["classes"]
     title = f"{study.title}: per-class IoU, mean ± std over seeds"
     if len(classes) * len(rows) > GROUPED_BARS_MAX:
@@ -1075,7 +1093,8 @@ def _per_class_heat_map(plt, rows: list[dict], classes: list[str], title: str, p
                 colour = "white" if value < 50 else "black"
                 ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=6, color=colour)
     fig.colorbar(image, ax=ax, label="IoU (%)", fraction=0.03)
-    ax.set_title(_fitted(fig, title.replace(", mean ± std over seeds", ", mean over seeds")),
+    # Over the whole figure: the variants' names shift the axes to the right.
+    fig.suptitle(_fitted(fig, title.replace(", mean ± std over seeds", ", mean over seeds")),
                  fontsize=TITLE_SIZE)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)

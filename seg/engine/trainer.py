@@ -511,7 +511,7 @@ def write_final_report(run: Run, metrics: dict, dist_info: DistInfo) -> None:
         "world_size": dist_info.world_size,
     }
     work_dir = run.cfg.work_dir
-    (work_dir / "metrics.json").write_text(json.dumps(record, indent=2))
+    ckpt.write_text_atomic(work_dir / "metrics.json", json.dumps(record, indent=2))
     table = format_table(metrics)
     (work_dir / "metrics.md").write_text(table + "\n")
     log.info("final validation (%s split):\n%s", run.cfg.eval.split, table)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,6 +103,26 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         ckpt.save_checkpoint({"iteration": 2}, path)
     assert ckpt.load_checkpoint(path)["iteration"] == 1
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_text_write_is_atomic(tmp_path, monkeypatch):
+    """metrics.json: a reader or a crash sees the old text or the new, never a part."""
+    path = ckpt.write_text_atomic(tmp_path / "metrics.json", '{"mIoU": 0.5}')
+    assert path.read_text() == '{"mIoU": 0.5}'
+    seen = []
+    real_replace = os.replace
+
+    def replace(src, dst):  # what a reader sees just before the rename
+        seen.append((Path(dst).read_text(), Path(src).read_text()))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    ckpt.write_text_atomic(path, '{"mIoU": 0.75}')
+    assert seen == [('{"mIoU": 0.5}', '{"mIoU": 0.75}')] and path.read_text() == '{"mIoU": 0.75}'
+    with pytest.raises(UnicodeEncodeError):  # fails while writing: the old text stays
+        ckpt.write_text_atomic(path, "\ud800")
+    assert path.read_text() == '{"mIoU": 0.75}'
+    assert list(tmp_path.iterdir()) == [path]
 
 
 def test_load_checkpoint_errors(tmp_path):

@@ -36,6 +36,7 @@ from seg.engine.study import (
     plot_per_class,
     read_curve,
     read_study,
+    refresh_records,
     results_header,
     study_from_configs,
     sweep_study,
@@ -231,6 +232,38 @@ def test_find_finished_returns_only_runs_that_finished_with_the_same_training(tm
         find_finished(changed, variant, 0)
     with pytest.raises(StudyError, match="trained with other settings"):
         claim_run(changed, plan_run(changed, variant, 0))
+
+
+def test_refresh_records_reads_the_other_processes_runs_again_in_study_order(
+    tmp_path, config, caplog
+):
+    """A process running --only b tabulates its own records with what the others finished
+    by now, seed by seed in the variants' order; another process's folder it can't read
+    (other settings, a record being written) is left out with a warning, never an error."""
+    plain = ["model.down=max", "model.up=bilinear"]
+    study = _study(config, tmp_path, ("a", plain), ("b", plain), ("c", plain))
+    mine = with_options(study, only=["b"])
+    a, _, c = study.variants
+    own = [_record("b", 1, 0.3, None, 0.1), _record("b", 0, 0.2, None, 0.1)]
+    assert refresh_records(mine, own) == [own[1], own[0]]  # nobody else finished
+    finished = plan_run(study, a, 0)
+    claim_run(study, finished)
+    _finish(finished, 0.4)
+    claim_run(study, plan_run(study, a, 1))  # started, not finished
+    changed = with_options(study, overrides=["train.lr=0.5"])
+    claim_run(changed, plan_run(changed, c, 0))  # the folder holds other settings
+    being_written = plan_run(study, c, 1)
+    claim_run(study, being_written)
+    _finish(being_written, 0.5)
+    (being_written.folder / "metrics.json").write_text('{"mIoU": 0.')
+    with caplog.at_level("WARNING", logger="seg"):
+        found = refresh_records(mine, own)
+    assert [(r["variant"], r["seed"]) for r in found] == [("a", 0), ("b", 0), ("b", 1)]
+    assert found[0]["metrics"]["mIoU"] == 0.4
+    assert "c, seed 0 left out" in caplog.text and "c, seed 1 left out" in caplog.text
+    _finish(plan_run(study, a, 1), 0.45)  # the other process finishes a's seed 1
+    found = refresh_records(mine, own)
+    assert [(r["variant"], r["seed"]) for r in found] == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
 
 
 def test_records_name_the_run_folder_and_checkpoint_relative_to_the_root(tmp_path, config):
@@ -444,6 +477,12 @@ def test_equal_time_gives_each_variant_the_references_training_time(tmp_path, co
     assert timed.variants[0].overrides[-1] == "train.iters=6"  # 3 iters x 0.30 / 0.15
     assert timed.out == tmp_path / "equal_time"
     assert equal_time_study(study, records[:2]) is None  # max not timed yet
+    # One of max's seeds (another --only process still runs the other): not yet, the
+    # ratio must be that of all the seeds in every process.
+    assert equal_time_study(study, records[:3]) is None
+    # A seed that failed counts as done: the ratio comes from the runs that finished.
+    failed = equal_time_study(study, [*records[:3], _failed("max", 1)])
+    assert failed.variants[0].overrides[-1] == "train.iters=9"  # 3 iters x 0.30 / 0.10
 
 
 def test_read_study_takes_the_protocol(tmp_path, config):
@@ -512,19 +551,35 @@ def test_plot_titles_fit_their_figure(size):
 
 
 @pytest.mark.parametrize(("variants", "classes"), [(5, 11), (25, 11), (3, 150)])
-def test_per_class_chart_stays_readable(tmp_path, variants, classes):
+def test_per_class_chart_stays_readable(tmp_path, variants, classes, monkeypatch):
     """Grouped bars while there are few; a sweep's 25 points or ADE20K's 150 classes get a
-    heat map of bounded size (grouped bars were 15 000 pixels wide for a CamVid sweep)."""
+    heat map of bounded size (grouped bars were 15 000 pixels wide for a CamVid sweep).
+    Means missing as NaN or as None (rows read back from results.json) are drawn empty,
+    and the title stays inside the figure."""
+    import matplotlib.figure
     from PIL import Image
 
+    saved = []
+    savefig = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(
+        matplotlib.figure.Figure,
+        "savefig",
+        lambda fig, *a, **k: (saved.append(fig), savefig(fig, *a, **k)),
+    )
     rng = np.random.default_rng(0)
     names = [f"class {c}" for c in range(classes)]
     rows = [
-        {"variant": f"v{v} @ train.lr=0.001", "runs": 1, "classes": names,
+        {"variant": f"max/maxunpool+skip @ train.lr=0.000{v}", "runs": 1, "classes": names,
          "IoU": [(float(rng.uniform(0, 1)), math.nan) for _ in names]}
         for v in range(variants)
     ]  # fmt: skip
+    rows[0]["IoU"][1] = (None, None)
+    rows[-1]["IoU"][0] = (math.nan, math.nan)
     study = _study(Path("x.yaml"), tmp_path, ("a", []))
+    study = replace(
+        study,
+        title="CamVid test, fair protocol (SegNet vgg16_bn x1/4 from scratch, 180x240 crops, AdamW tuned per variant)",
+    )
     plot_per_class(study, rows, tmp_path / "per_class.png")
     image = Image.open(tmp_path / "per_class.png")
     assert image.width <= 30 * 110 and image.height <= 30 * 110
@@ -532,3 +587,10 @@ def test_per_class_chart_stays_readable(tmp_path, variants, classes):
     assert len(np.unique(pixels, axis=0)) > 20  # drawn, not blank
     if variants * classes <= 60:  # bars: about half an inch per bar
         assert image.width >= 0.5 * variants * classes * 110
+    (fig,) = saved
+    fig.canvas.draw()
+    titles = [t for t in (fig._suptitle, *(ax.title for ax in fig.axes)) if t and t.get_text()]
+    assert titles and "CamVid test" in titles[0].get_text()
+    for title in titles:
+        box = title.get_window_extent()
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height

@@ -269,3 +269,54 @@ def test_tables_hold_what_another_only_process_finished_while_this_one_ran(
     results = json.loads((tmp_path / "results.json").read_text())
     assert [(r["variant"], r["runs"]) for r in results["variants"]] == [("a", 1), ("b", 1)]
     assert "| a | 1/1 |" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_process_that_finishes_last_tabulates_the_whole_protocol(
+    tmp_path, tiny_config, load_tool, monkeypatch
+):
+    """The fair protocol split over two --only processes: b's process chose its rate before
+    a's tuning had finished, a's process then tuned and ran a's seeds while b trained. b's
+    process, last to finish, tables a's choice and seeds too, and runs b's equal-time runs
+    (a's process left them: b's seeds were not all done, so the time ratio was not known)."""
+    compare = load_tool("compare")
+    monkeypatch.chdir(ROOT)
+    study_file = tmp_path / "fair.yaml"
+    study_file.write_text(
+        yaml.safe_dump(
+            {
+                "config": str(tiny_config),
+                "set": ["train.iters=2", "train.optimizer=adamw"],
+                "seeds": [0],
+                "split": "test",
+                "reference": "a",
+                "equal_time": True,
+                "images": 0,
+                "sweep": {"grid": {"train.lr": [0.001, 0.01]}, "set": ["train.iters=1"]},
+                "variants": {"a": ["model.down=lift", "model.up=lift"],
+                             "b": ["model.down=max", "model.up=bilinear"]},
+            }
+        )
+    )  # fmt: skip
+    parser = compare._parser()
+    args = ["--study", str(study_file), "--out", str(tmp_path / "out")]
+    mine = compare._study(parser.parse_args([*args, "--only", "b"]), parser)
+    other = compare._study(parser.parse_args([*args, "--only", "a"]), parser)
+    real_run_one = compare.run_one
+    others_turn = []
+
+    def run_one(study, variant, seed):
+        if variant.name == "b" and not others_turn:  # b's first seed: a's process runs now
+            others_turn.append(compare._protocol(other, "python tools/compare.py"))
+        return real_run_one(study, variant, seed)
+
+    monkeypatch.setattr(compare, "run_one", run_one)
+    assert compare.run_study(mine, "python tools/compare.py") == 0
+    (theirs,) = others_turn
+    assert "equal_time" not in theirs[3]  # a's process could not size b's equal-time runs
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(r["variant"], r["runs"]) for r in results["variants"]] == [("a", 1), ("b", 1)]
+    assert set(results["sweep"]["chosen"]) == {"a", "b"}
+    assert [r["variant"] for r in results["equal_time"]["variants"]] == ["b (equal time)"]
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "| a | 1/1 |" in text and "| b (equal time) |" in text
