@@ -152,8 +152,9 @@ def run_one(study: Study, variant: Variant, seed: int) -> dict:
         code = _run_step(
             study,
             log_path,
-            "tools/eval.py", str(run.folder / f"{study.checkpoint}.pt"), "--split", run.split,
-            "--out", str(run.result.parent),
+            # relative to the repository (the tools run there): metrics.json names it so
+            "tools/eval.py", run.relative(run.folder / f"{study.checkpoint}.pt"),
+            "--split", run.split, "--out", str(run.result.parent),
         )  # fmt: skip
         if code != 0:
             return run.record(status="failed", returncode=code, error=_tail(log_path))

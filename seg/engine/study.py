@@ -571,7 +571,10 @@ def read_record(run: Run) -> dict:
     """The record of a run that trained and was scored."""
     metrics = json.loads(run.result.read_text())
     if isinstance(metrics.get("checkpoint"), str):  # tools/eval.py names what it scored
-        metrics["checkpoint"] = run.relative(metrics["checkpoint"])
+        scored = Path(metrics["checkpoint"])
+        if scored.parent.parts[-2:] == run.folder.parts[-2:]:  # this run's, scored in another
+            scored = run.folder / scored.name  # clone or worktree of the repository
+        metrics["checkpoint"] = run.relative(scored)
     cost = json.loads((run.folder / "metrics.json").read_text()).get("train", {})
     return run.record(
         status="ok",

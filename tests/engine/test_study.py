@@ -285,6 +285,13 @@ def test_records_name_the_run_folder_and_checkpoint_relative_to_the_root(tmp_pat
     record = find_finished(outside, variant, 0)
     assert record["dir"] == str(run.folder)
     assert record["metrics"]["checkpoint"] == str(run.folder / "best.pt")
+    # Scored in another worktree (or machine) of the repository: named as this clone's file.
+    run.result.write_text(
+        json.dumps({"mIoU": 0.5, "checkpoint": "/elsewhere/out/runs/a/seed0/best.pt"})
+    )
+    assert find_finished(rooted, variant, 0)["metrics"]["checkpoint"] == "out/runs/a/seed0/best.pt"
+    run.result.write_text(json.dumps({"mIoU": 0.5, "checkpoint": "/some/other/best.pt"}))
+    assert find_finished(rooted, variant, 0)["metrics"]["checkpoint"] == "/some/other/best.pt"
 
 
 # ---------------------------------------------------------------- aggregating
