@@ -21,7 +21,8 @@ each variant's own best point and scores them once on ``split`` (test); ``refere
 is the variant the others are compared with seed by seed (95 % intervals; a difference is
 claimed only where the interval excludes 0); ``equal_time: true`` also trains every other
 variant for the reference's training time (iterations scaled by the measured seconds per
-iteration, once every variant has all its seeds). Validations during training (``train.val_interval``) give the learning curves.
+iteration, once every variant has all its seeds). Validations during training
+(``train.val_interval``) give the learning curves.
 
 Resumable: a run that finished is not run again, an interrupted one (Ctrl-C or SIGTERM:
 the run saves its ``last.pt`` first) continues from there; run the same command again. A
