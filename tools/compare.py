@@ -200,6 +200,12 @@ def _phase(study: Study, command: str, title: str, budget: dict) -> list[dict]:
     return records
 
 
+def _chosen(tuned: Study, sweep_records: list[dict]) -> tuple[Study, dict]:
+    """Each variant at its best sweep point, and the tuning records the tables add."""
+    chosen = choose_points(tuned, sweep_records)
+    return final_study(tuned, chosen), {"sweep": sweep_records, "chosen": chosen}
+
+
 def _protocol(study: Study, command: str) -> tuple[Study, list[dict], dict, dict]:
     """Tuning on val (with a sweep), the seeds at the full budget, then (with equal_time)
     the others at the reference's training time. Returns the final study, its records,
@@ -209,11 +215,9 @@ def _protocol(study: Study, command: str) -> tuple[Study, list[dict], dict, dict
     if tuned.sweep is not None:
         tuning = sweep_study(tuned)
         sweep_records = _phase(tuning, command, "tuning", check_budgets(tuning))
-        chosen = choose_points(tuned, sweep_records)
-        for name, choice in chosen.items():
+        study, extra = _chosen(tuned, sweep_records)
+        for name, choice in extra["chosen"].items():
             print(f"    {name}: {point_label(choice['point'])} ({100 * choice['score']:.2f})")
-        extra = {"sweep": sweep_records, "chosen": chosen}
-        study = final_study(tuned, chosen)
     header = results_header(study, check_budgets(study), command)
     records: list[dict] = []
     print(f"== final: {header['planned']} run(s) in {study.out}", flush=True)
@@ -221,10 +225,7 @@ def _protocol(study: Study, command: str) -> tuple[Study, list[dict], dict, dict
     if tuned.sweep is not None:
         # Another --only process may have finished tuning its variants since: their choice
         # and their finished seeds go into the tables too.
-        sweep_records = refresh_records(tuning, sweep_records)
-        chosen = choose_points(tuned, sweep_records)
-        extra = {"sweep": sweep_records, "chosen": chosen}
-        study = final_study(tuned, chosen)
+        study, extra = _chosen(tuned, refresh_records(tuning, sweep_records))
         records = refresh_records(study, records)
     if study.equal_time:
         timed = equal_time_study(study, records)
