@@ -22,7 +22,7 @@ def test_study_file_plans_valid_runs(path):
     if study.sweep is not None:
         tuning = sweep_study(study)
         phases.append(tuning)
-        first = {"point": next(iter(study.sweep.points()))}
+        first = {"point": study.sweep.points()[0]}
         phases.append(final_study(study, {v.name: first for v in study.variants}))
     for phase in phases:
         for variant in phase.variants:
