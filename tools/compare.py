@@ -116,8 +116,8 @@ def _run_logged(args: list[str], log_path: Path) -> int:
         try:
             return process.wait()
         except KeyboardInterrupt:
-            # tools/train.py finishes its step and writes last.pt on SIGINT (a second one,
-            # if the terminal sent it too, changes nothing): wait for that, then stop.
+            # tools/train.py finishes its step and writes last.pt on SIGINT (the group's own
+            # signal, arriving at the same moment, counts as the same request): wait, stop.
             process.send_signal(signal.SIGINT)
             process.wait()
             raise

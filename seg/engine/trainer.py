@@ -152,18 +152,25 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 class _Stop:
     """Set by SIGINT/SIGTERM: the loop finishes the step, saves and exits. A second signal
     aborts at once (KeyboardInterrupt), e.g. out of a long validation; the last checkpoint
-    on disk stays."""
+    on disk stays. Signals within `same_request_s` of the first are that same request
+    arriving twice (Ctrl-C or ``kill -- -PGID`` reaches the whole process group, and a
+    parent such as tools/compare.py or torchrun forwards it too), not a call to abort."""
 
     signum: int | None = None
+    at: float = 0.0
+    same_request_s: float = 2.0
 
     def __call__(self, signum, frame) -> None:
+        now = time.monotonic()
         if self.signum is not None:
+            if now - self.at < self.same_request_s:
+                return
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: aborted")
         log.warning(
             "received %s: finishing this step, then saving (send it again to abort)",
             signal.Signals(signum).name,
         )
-        self.signum = signum
+        self.signum, self.at = signum, now
 
 
 def _setup_logging(work_dir: Path, is_main: bool) -> None:

@@ -109,6 +109,10 @@ def test_a_second_signal_aborts_and_a_changed_world_size_warns(tmp_path, make_co
     stop = trainer_module._Stop()
     stop(signal.SIGINT, None)
     assert stop.signum == signal.SIGINT
+    # the same request twice (the process group's signal and a parent's forwarded one)
+    stop(signal.SIGTERM, None)
+    assert stop.signum == signal.SIGINT
+    stop.at -= stop.same_request_s  # a later, deliberate second signal
     with pytest.raises(KeyboardInterrupt):
         stop(signal.SIGINT, None)
 
