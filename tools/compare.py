@@ -27,10 +27,16 @@ iteration, once every variant has all its seeds). Validations during training
 Resumable: a run that finished is not run again, an interrupted one (Ctrl-C or SIGTERM:
 the run saves its ``last.pt`` first) continues from there; run the same command again. A
 finished run is reused when only the scoring changes (``--split``, ``--checkpoint``); a run
-folder trained with other settings is refused, not mixed in. ``--only NAME ...`` runs those
-variants and tabulates them with whatever the others have finished (two processes with
-disjoint ``--only`` lists share a study); ``--tables`` runs nothing and rewrites the tables
-and pictures from the runs that finished. The command recorded in ``results.md`` leaves
+folder trained with other settings is refused, not mixed in.
+
+Processes share a study: run the same command twice (``OMP_NUM_THREADS=1`` each) to use
+two cores. A process holds a run's folder while it trains and scores it (a lock the system
+drops when the process ends, however it ends); another skips a held run, comes back to it
+at the end of the phase and waits for it there, since what follows (the tuning choice, the
+equal-time budgets) needs every run; if its holder stopped, the waiting one continues it.
+``--only NAME ...`` runs those variants and tabulates them with whatever the others have
+finished; ``--tables`` runs nothing and rewrites the tables and pictures from the runs that
+finished. The command recorded in ``results.md`` leaves
 both out: it is the one that reproduces the whole study. A run that fails is
 reported in the tables and in the exit status (1), never averaged in; the others go on.
 Paths in ``--set`` values (``data.root=...``) are read from the repository root, where the
@@ -64,11 +70,13 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from seg.config import ConfigError
 from seg.engine.checkpoint import find_latest
 from seg.engine.study import (
+    Run,
     Study,
     StudyError,
     Variant,
@@ -77,6 +85,8 @@ from seg.engine.study import (
     claim_run,
     equal_time_study,
     final_study,
+    held_runs,
+    hold_run,
     metric,
     plan_run,
     point_label,
@@ -93,6 +103,8 @@ from seg.engine.study import (
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERRUPTED = (128 + 2, 128 + 15)  # tools/train.py after SIGINT / SIGTERM: resumable
+# how often a process looks again at the runs other processes hold
+POLL_SECONDS = float(os.environ.get("SEG_COMPARE_POLL_S", "30"))
 
 
 # ---------------------------------------------------------------- running
@@ -131,10 +143,16 @@ def _run_step(study: Study, log_path: Path, *args: str) -> int:
     return code
 
 
-def run_one(study: Study, variant: Variant, seed: int) -> dict:
+def run_one(study: Study, variant: Variant, seed: int) -> dict | None:
     """Train and score one (variant, seed), skipping what already finished; its record
-    (status ok / failed)."""
+    (status ok / failed), or None when another process holds the run (running it now)."""
     run = plan_run(study, variant, seed)
+    with hold_run(run.folder) as held:
+        return _train_and_score(study, run) if held else None
+
+
+def _train_and_score(study: Study, run: Run) -> dict:
+    variant = run.variant
     claim_run(study, run)
     log_path = run.folder / "compare.log"
     if not run.trained:
@@ -175,18 +193,41 @@ def _run_all(study: Study, header: dict, records: list[dict], extra: dict | None
     """Every (variant, seed) of ``--only``'s variants, seed-major: after the first seed every
     variant has a result. ``records`` ends with those and, looked up again at each table
     written, what the other variants' processes finished meanwhile."""
-    position = 0
-    for seed in study.seeds:
-        for variant in study.selected:
-            position += 1
+    planned = [(variant, seed) for seed in study.seeds for variant in study.selected]
+    held = []
+    for position, (variant, seed) in enumerate(planned, 1):
+        print(f"[{position}/{header['planned']}] {variant.name}, seed {seed}", flush=True)
+        record = run_one(study, variant, seed)
+        if record is None:
+            print("    another process is running it; back to it at the end", flush=True)
+            held.append((position, variant, seed))
+            continue
+        _finished(study, header, records, record, extra)
+    waiting_for = 0
+    while held:  # wait for them: what comes next (a choice, a time ratio) needs them all
+        if len(held) != waiting_for:
+            names = ", ".join(f"{variant.name} seed {seed}" for _, variant, seed in held)
+            print(f"waiting for {len(held)} run(s) other processes are running: {names}")
+            waiting_for = len(held)
+        time.sleep(POLL_SECONDS)
+        still = []
+        for position, variant, seed in held:
+            record = run_one(study, variant, seed)  # theirs, or this one's if they stopped
+            if record is None:
+                still.append((position, variant, seed))
+                continue
             print(f"[{position}/{header['planned']}] {variant.name}, seed {seed}", flush=True)
-            record = run_one(study, variant, seed)
-            records.append(record)
-            header["done"] += 1
-            _report(record)
-            # the tables so far, while it runs
-            write_results(study, refresh_records(study, records), header, extra)
+            _finished(study, header, records, record, extra)
+        held = still
     records[:] = refresh_records(study, records)
+
+
+def _finished(study: Study, header: dict, records: list, record: dict, extra) -> None:
+    records.append(record)
+    header["done"] += 1
+    _report(record)
+    # the tables so far, while it runs
+    write_results(study, refresh_records(study, records), header, extra)
 
 
 def _phase(study: Study, command: str, title: str, budget: dict) -> list[dict]:
@@ -222,13 +263,24 @@ def _protocol(study: Study, command: str) -> tuple[Study, list[dict], dict, dict
     records: list[dict] = []
     print(f"== final: {header['planned']} run(s) in {study.out}", flush=True)
     _run_all(study, header, records, extra)
-    if tuned.sweep is not None:
-        # Another --only process may have finished tuning its variants since: their choice
-        # and their finished seeds go into the tables too.
-        study, extra = _chosen(tuned, refresh_records(tuning, sweep_records))
+    waiting = False
+    while True:
+        if tuned.sweep is not None:
+            # Another --only process may have finished tuning its variants since: their
+            # choice and their finished seeds go into the tables too.
+            study, extra = _chosen(tuned, refresh_records(tuning, sweep_records))
         records = refresh_records(study, records)
+        timed = equal_time_study(study, records) if study.equal_time else None
+        if not study.equal_time or timed is not None:
+            break
+        others = held_runs(study) + (held_runs(tuning) if tuned.sweep is not None else [])
+        if not others:
+            break
+        if not waiting:  # their seeds size the equal-time runs: wait rather than stop
+            print(f"equal time: waiting for the {len(others)} run(s) other processes are running")
+            waiting = True
+        time.sleep(POLL_SECONDS)
     if study.equal_time:
-        timed = equal_time_study(study, records)
         if timed is None:
             print(
                 "equal time: not yet, every variant needs all its seeds first (another --only "

@@ -33,16 +33,16 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
     A crash mid-write leaves the previous file intact: ``os.replace`` is atomic.
     """
-    return _atomic_write(path, lambda handle: torch.save(state, handle))
+    return atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """``path.write_text(text)`` that a reader (another process tabulating a study) or a
     crash never sees half-written, like `save_checkpoint`."""
-    return _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
-def _atomic_write(path: str | Path, write) -> Path:
+def atomic_write(path: str | Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

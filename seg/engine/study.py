@@ -17,14 +17,18 @@ evaluator's JSON; ``train``: the trainer's cost figures), or ``status: "failed"`
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import itertools
 import json
 import logging
 import math
+import os
 import re
+import socket
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,6 +37,7 @@ import torch
 import yaml
 
 from seg.config import Config, ConfigError, load_config, load_yaml
+from seg.engine.checkpoint import atomic_write, write_text_atomic
 from seg.engine.evaluator import json_ready
 from seg.engine.rundir import CURVE, config_differences
 from seg.engine.runtime import describe_device, reproducing_command
@@ -41,6 +46,7 @@ log = logging.getLogger("seg")
 SUMMARY_KEYS = ("mIoU", "mBIoU", "aAcc", "mAcc")
 DEFAULT_SEEDS = (0, 1, 2)
 SETTINGS_FILE = "compare_run.json"  # in a run's folder: what it trains
+LOCK_FILE = "compare.lock"  # in a run's folder: locked while a process trains or scores it
 # What a study file may hold (``images``: how many go into predictions.png).
 STUDY_FILE_KEYS = (
     "title",
@@ -383,8 +389,8 @@ def choose_points(study: Study, sweep_records: list[dict]) -> dict[str, dict]:
 
 
 def refresh_records(study: Study, records: list[dict]) -> list[dict]:
-    """``records`` of this process, with the finished runs of the variants it did not run
-    looked up again now (another ``--only`` process may have finished them since), seed by
+    """``records`` of this process, with the finished runs it has no record of looked up
+    again now (another process sharing the study may have finished them since), seed by
     seed in the study's variant order. Another process's run that can't be read (its
     folder holds other settings, its record is being written) is left out with a warning:
     it is that process's to run, and never stops this one."""
@@ -392,9 +398,8 @@ def refresh_records(study: Study, records: list[dict]) -> list[dict]:
     found = []
     for seed in study.seeds:
         for variant in study.variants:
-            if variant in study.selected:
-                record = mine.get((variant.name, seed))
-            else:
+            record = mine.get((variant.name, seed))
+            if record is None:  # a run this process has not reached or left to another
                 try:
                     record = find_finished(study, variant, seed)
                 except (StudyError, OSError, ValueError) as error:  # JSONDecodeError: Value
@@ -565,6 +570,53 @@ def claim_run(study: Study, run: Run) -> None:
     run.folder.mkdir(parents=True, exist_ok=True)
     _check_same_training(run, study)
     (run.folder / SETTINGS_FILE).write_text(json.dumps(run.settings, indent=2))
+
+
+@contextlib.contextmanager
+def hold_run(folder: Path) -> Iterator[bool]:
+    """Hold a run's folder while this process trains and scores it: True, or False when
+    another process holds it (it is running that run now; come back later). The hold is an
+    exclusive ``flock`` on `LOCK_FILE`, which the system drops when its process ends, however
+    it ends: a killed process leaves nothing stale behind. So any number of processes can
+    share one study (``--only`` or not) and never train one run twice at once."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)  # who holds it, for a person who looks
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def is_held(folder: Path) -> bool:
+    """Whether a process holds the run in ``folder`` now (`hold_run`); creates nothing."""
+    try:
+        fd = os.open(Path(folder) / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def held_runs(study: Study) -> list[tuple[Variant, int]]:
+    """The (variant, seed) runs of ``study`` that some process is running now."""
+    return [
+        (variant, seed)
+        for seed in study.seeds
+        for variant in study.variants
+        if is_held(run_dir(study, variant, seed))
+    ]
 
 
 def read_record(run: Run) -> dict:
@@ -962,7 +1014,7 @@ def plot(study: Study, rows: list[dict], records: list[dict], path: Path) -> Non
     ax.set_title(_fitted(fig, f"{study.title}: mean ± std over seeds"), fontsize=TITLE_SIZE)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -975,7 +1027,8 @@ def write_results(
     (study, records)}``, what the full protocol adds."""
     extra = extra or {}
     rows = aggregate(study, records)
-    (study.out / "results.md").write_text(markdown(study, rows, records, header, extra))
+    # atomic: processes sharing the study write these after each of their runs
+    write_text_atomic(study.out / "results.md", markdown(study, rows, records, header, extra))
     payload = {**header, "variants": rows, "runs": records}
     others = [row["variant"] for row in rows if row["variant"] != study.reference_name]
     payload["differences"] = paired_differences(study.reference_name, records, others)
@@ -990,8 +1043,8 @@ def write_results(
                 study.reference_name, records, [v.name for v in timed.variants], timed_records
             ),
         }
-    (study.out / "results.json").write_text(
-        json.dumps(json_ready(payload), indent=2, allow_nan=False)
+    write_text_atomic(
+        study.out / "results.json", json.dumps(json_ready(payload), indent=2, allow_nan=False)
     )
     if any(row["runs"] for row in rows):
         plot(study, rows, records, study.out / "results.png")
@@ -1041,7 +1094,7 @@ def plot_curves(study: Study, records: list[dict], path: Path) -> None:
         _fitted(fig, f"{study.title}: learning curves (thin: each seed)"), fontsize=TITLE_SIZE
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -1076,7 +1129,7 @@ def plot_per_class(study: Study, rows: list[dict], path: Path) -> None:
     ax.set_title(_fitted(fig, title), fontsize=TITLE_SIZE)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -1100,7 +1153,7 @@ def _per_class_heat_map(plt, rows: list[dict], classes: list[str], title: str, p
     fig.suptitle(_fitted(fig, title.replace(", mean ± std over seeds", ", mean over seeds")),
                  fontsize=TITLE_SIZE)  # fmt: skip
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -1130,8 +1183,12 @@ def plot_sweep(study: Study, chosen: dict, path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save_figure(fig, path, dpi=110)
     plt.close(fig)
+
+
+def _save_figure(fig, path: Path, dpi: int) -> None:
+    atomic_write(path, lambda handle: fig.savefig(handle, dpi=dpi, format="png"))
 
 
 def _pyplot():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +29,10 @@ from seg.engine.study import (
     equal_time_study,
     final_study,
     find_finished,
+    held_runs,
+    hold_run,
     is_collapsed,
+    is_held,
     markdown,
     mean_ci,
     mean_std,
@@ -601,3 +606,36 @@ def test_per_class_chart_stays_readable(tmp_path, variants, classes, monkeypatch
     for title in titles:
         box = title.get_window_extent()
         assert 0 <= box.x0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
+
+
+def test_a_run_is_held_by_one_process_at_a_time_and_freed_however_it_ends(tmp_path, config):
+    study = _study(config, tmp_path / "out", ("a", []), ("b", []), seeds=[0])
+    folder = tmp_path / "out" / "runs" / "a" / "seed0"
+    assert not is_held(folder) and not folder.exists()  # looking creates nothing
+    with hold_run(folder) as held:
+        assert held and is_held(folder)
+        assert [(v.name, s) for v, s in held_runs(study)] == [("a", 0)]
+        with hold_run(folder) as again:  # a second hold (another process's) is refused
+            assert not again
+        assert is_held(folder)
+    assert not is_held(folder) and held_runs(study) == []
+    # A process killed while it holds a run leaves no stale lock behind.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time; from pathlib import Path; from seg.engine.study import hold_run\n"
+            "with hold_run(Path(sys.argv[1])) as held:\n"
+            "    print(held, flush=True); time.sleep(600)"
+        ), str(folder)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        assert is_held(folder)
+        with hold_run(folder) as held:
+            assert not held
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not is_held(folder)
+    with hold_run(folder) as held:
+        assert held

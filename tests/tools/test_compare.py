@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from seg.engine import load_checkpoint
-from seg.engine.study import find_finished
+from seg.engine.study import find_finished, hold_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -320,3 +320,82 @@ def test_a_process_that_finishes_last_tabulates_the_whole_protocol(
     assert [r["variant"] for r in results["equal_time"]["variants"]] == ["b (equal time)"]
     text = (tmp_path / "out" / "results.md").read_text()
     assert "| a | 1/1 |" in text and "| b (equal time) |" in text
+
+
+@pytest.mark.slow
+def test_a_run_another_process_holds_is_left_to_it_and_continued_if_it_stops(
+    tmp_path, tiny_config, load_tool, monkeypatch, capsys
+):
+    """Run a is held (another process is training it): this one runs b, then waits for a;
+    the holder stops without finishing, so this one trains a itself."""
+    compare = load_tool("compare")
+    monkeypatch.chdir(ROOT)
+    args = [str(tiny_config), "--variant", "a", "model.up=maxunpool", "model.down=max",
+            "--variant", "b", "model.up=bilinear", "model.down=max",
+            "--seeds", "0", "--images", "0", "--out", str(tmp_path)]  # fmt: skip
+    parser = compare._parser()
+    study = compare._study(parser.parse_args(args), parser)
+    holder = hold_run(tmp_path / "runs" / "a" / "seed0")
+    assert holder.__enter__()
+    polls = []
+
+    def sleep(seconds):  # the other process stops while this one waits
+        polls.append(seconds)
+        holder.__exit__(None, None, None)
+
+    monkeypatch.setattr(compare.time, "sleep", sleep)
+    assert compare.run_study(study, "python tools/compare.py") == 0
+    out = capsys.readouterr().out
+    assert out.index("another process is running it") < out.index("b, seed 0")
+    assert "waiting for 1 run(s) other processes are running: a seed 0" in out
+    assert polls == [compare.POLL_SECONDS]
+    for name in ("a", "b"):
+        log = (tmp_path / "runs" / name / "seed0" / "compare.log").read_text()
+        assert log.count("tools/train.py") == 1
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["variant"], r["runs"]) for r in results["variants"]] == [("a", 1), ("b", 1)]
+
+
+@pytest.mark.slow
+def test_an_only_process_waits_for_the_seeds_that_size_its_equal_time_runs(
+    tmp_path, tiny_config, load_tool, monkeypatch, capsys
+):
+    """--only b finishes b's seed while another process still trains a's (it holds it):
+    rather than stop without equal-time runs, b's process waits for a, then runs them."""
+    compare = load_tool("compare")
+    monkeypatch.chdir(ROOT)
+    study_file = tmp_path / "timed.yaml"
+    study_file.write_text(
+        yaml.safe_dump(
+            {
+                "config": str(tiny_config),
+                "set": ["train.iters=2"],
+                "seeds": [0],
+                "reference": "a",
+                "equal_time": True,
+                "images": 0,
+                "variants": {"a": ["model.down=lift", "model.up=lift"],
+                             "b": ["model.down=max", "model.up=bilinear"]},
+            }
+        )
+    )  # fmt: skip
+    parser = compare._parser()
+    args = ["--study", str(study_file), "--out", str(tmp_path / "out")]
+    mine = compare._study(parser.parse_args([*args, "--only", "b"]), parser)
+    other = compare._study(parser.parse_args([*args, "--only", "a"]), parser)
+    (a,) = other.selected
+    holder = hold_run(tmp_path / "out" / "runs" / "a" / "seed0")
+    assert holder.__enter__()
+    real_run_one = compare.run_one
+
+    def sleep(seconds):  # meanwhile the other process finishes a's seed
+        holder.__exit__(None, None, None)
+        real_run_one(other, a, 0)
+
+    monkeypatch.setattr(compare.time, "sleep", sleep)
+    assert compare.run_study(mine, "python tools/compare.py") == 0
+    assert "equal time: waiting for the 1 run(s) other processes are running" in (
+        capsys.readouterr().out
+    )
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["variant"] for r in results["equal_time"]["variants"]] == ["b (equal time)"]
