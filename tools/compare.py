@@ -190,9 +190,10 @@ def _report(record: dict) -> None:
 
 
 def _run_all(study: Study, header: dict, records: list[dict], extra: dict | None = None) -> None:
-    """Every (variant, seed) of ``--only``'s variants, seed-major: after the first seed every
-    variant has a result. ``records`` ends with those and, looked up again at each table
-    written, what the other variants' processes finished meanwhile."""
+    """Every (variant, seed) of the selected variants (``--only``'s, else all), seed-major:
+    after the first seed every variant has a result. A run another process holds is left
+    to it and waited for at the end. ``records`` ends with those and, looked up again at
+    each table written, what other processes finished meanwhile."""
     planned = [(variant, seed) for seed in study.seeds for variant in study.selected]
     held = []
     for position, (variant, seed) in enumerate(planned, 1):
@@ -207,7 +208,10 @@ def _run_all(study: Study, header: dict, records: list[dict], extra: dict | None
     while held:  # wait for them: what comes next (a choice, a time ratio) needs them all
         if len(held) != waiting_for:
             names = ", ".join(f"{variant.name} seed {seed}" for _, variant, seed in held)
-            print(f"waiting for {len(held)} run(s) other processes are running: {names}")
+            print(
+                f"waiting for {len(held)} run(s) other processes are running: {names}",
+                flush=True,
+            )
             waiting_for = len(held)
         time.sleep(POLL_SECONDS)
         still = []
@@ -277,7 +281,10 @@ def _protocol(study: Study, command: str) -> tuple[Study, list[dict], dict, dict
         if not others:
             break
         if not waiting:  # their seeds size the equal-time runs: wait rather than stop
-            print(f"equal time: waiting for the {len(others)} run(s) other processes are running")
+            print(
+                f"equal time: waiting for the {len(others)} run(s) other processes are running",
+                flush=True,
+            )
             waiting = True
         time.sleep(POLL_SECONDS)
     if study.equal_time:
