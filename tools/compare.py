@@ -65,6 +65,7 @@ The study itself (study files, budget checks, finished runs, tables, plots) is t
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import shlex
 import signal
@@ -76,6 +77,7 @@ from pathlib import Path
 from seg.config import ConfigError
 from seg.engine.checkpoint import find_latest
 from seg.engine.study import (
+    FAILED_FILE,
     Run,
     Study,
     StudyError,
@@ -91,6 +93,7 @@ from seg.engine.study import (
     plan_run,
     point_label,
     prediction_grid,
+    read_failure,
     read_record,
     read_study,
     refresh_records,
@@ -98,6 +101,7 @@ from seg.engine.study import (
     study_from_configs,
     sweep_study,
     with_options,
+    write_failure,
     write_results,
 )
 
@@ -105,6 +109,11 @@ ROOT = Path(__file__).resolve().parents[1]
 INTERRUPTED = (128 + 2, 128 + 15)  # tools/train.py after SIGINT / SIGTERM: resumable
 # how often a process looks again at the runs other processes hold
 POLL_SECONDS = float(os.environ.get("SEG_COMPARE_POLL_S", "30"))
+STARTED = time.time()  # a run another process failed since then is not tried again
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 # ---------------------------------------------------------------- running
@@ -117,13 +126,21 @@ def _tail(path: Path, lines: int = 8) -> str:
     return "\n".join(text[-lines:])
 
 
-def _run_logged(args: list[str], log_path: Path) -> int:
-    """Run a tool, its output appended to ``log_path``; on Ctrl-C / SIGTERM let it save first."""
+def _run_logged(args: list[str], log_path: Path, hold: int) -> int:
+    """Run a tool, its output appended to ``log_path``; on Ctrl-C / SIGTERM let it save first.
+    It inherits ``hold``, the descriptor that holds the run (`hold_run`): should this process
+    die first, the run stays held while the tool works on it."""
     with open(log_path, "a") as log:
-        log.write(f"\n$ python {shlex.join(args)}\n")
+        started = datetime.datetime.now().isoformat(timespec="seconds")
+        log.write(f"\n# {started}, tools/compare.py pid {os.getpid()}\n")
+        log.write(f"$ python {shlex.join(args)}\n")
         log.flush()
         process = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, *args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(hold,),
         )
         try:
             return process.wait()
@@ -135,9 +152,10 @@ def _run_logged(args: list[str], log_path: Path) -> int:
             raise
 
 
-def _run_step(study: Study, log_path: Path, *args: str) -> int:
+def _run_step(study: Study, log_path: Path, hold: int, *args: str) -> int:
     """A tool on the study's device; an interrupted one stops the study (it resumes)."""
-    code = _run_logged([*args, *(["--device", study.device] if study.device else [])], log_path)
+    device = ["--device", study.device] if study.device else []
+    code = _run_logged([*args, *device], log_path, hold)
     if code in INTERRUPTED:
         raise KeyboardInterrupt
     return code
@@ -147,11 +165,19 @@ def run_one(study: Study, variant: Variant, seed: int) -> dict | None:
     """Train and score one (variant, seed), skipping what already finished; its record
     (status ok / failed), or None when another process holds the run (running it now)."""
     run = plan_run(study, variant, seed)
-    with hold_run(run.folder) as held:
-        return _train_and_score(study, run) if held else None
+    with hold_run(run.folder) as hold:
+        if hold is None:
+            return None
+        # failed by another process sharing this study (since this one started): not again
+        failed = read_failure(run, since=STARTED)
+        if failed is not None:
+            return failed
+        (run.folder / FAILED_FILE).unlink(missing_ok=True)  # an earlier command's: try again
+        record = _train_and_score(study, run, hold)
+        return write_failure(run, record) if record["status"] != "ok" else record
 
 
-def _train_and_score(study: Study, run: Run) -> dict:
+def _train_and_score(study: Study, run: Run, hold: int) -> dict:
     variant = run.variant
     claim_run(study, run)
     log_path = run.folder / "compare.log"
@@ -162,6 +188,7 @@ def _train_and_score(study: Study, run: Run) -> dict:
         code = _run_step(
             study,
             log_path,
+            hold,
             "tools/train.py", str(variant.config), "--work-dir", str(run.folder), *resume,
             "--set", *run.settings["set"], "output.progress=false",
         )  # fmt: skip
@@ -171,6 +198,7 @@ def _train_and_score(study: Study, run: Run) -> dict:
         code = _run_step(
             study,
             log_path,
+            hold,
             # relative to the repository (the tools run there): metrics.json names it so
             "tools/eval.py", run.relative(run.folder / f"{study.checkpoint}.pt"),
             "--split", run.split, "--out", str(run.result.parent),
@@ -213,7 +241,7 @@ def _run_all(study: Study, header: dict, records: list[dict], extra: dict | None
                 flush=True,
             )
             waiting_for = len(held)
-        time.sleep(POLL_SECONDS)
+        _sleep(POLL_SECONDS)
         still = []
         for position, variant, seed in held:
             record = run_one(study, variant, seed)  # theirs, or this one's if they stopped
@@ -267,7 +295,7 @@ def _protocol(study: Study, command: str) -> tuple[Study, list[dict], dict, dict
     records: list[dict] = []
     print(f"== final: {header['planned']} run(s) in {study.out}", flush=True)
     _run_all(study, header, records, extra)
-    waiting = False
+    idle, waiting = 0, False  # idle: looks in a row that found no run held by another
     while True:
         if tuned.sweep is not None:
             # Another --only process may have finished tuning its variants since: their
@@ -275,18 +303,21 @@ def _protocol(study: Study, command: str) -> tuple[Study, list[dict], dict, dict
             study, extra = _chosen(tuned, refresh_records(tuning, sweep_records))
         records = refresh_records(study, records)
         timed = equal_time_study(study, records) if study.equal_time else None
-        if not study.equal_time or timed is not None:
+        if timed is not None or not _runs_at_equal_time(study):
             break
+        # Their seeds size the equal-time runs: wait while other processes hold runs. A
+        # process holds none for a moment between two runs: stop after two looks in a row.
         others = held_runs(study) + (held_runs(tuning) if tuned.sweep is not None else [])
-        if not others:
+        idle = 0 if others else idle + 1
+        if idle >= 2:
             break
-        if not waiting:  # their seeds size the equal-time runs: wait rather than stop
+        if others and not waiting:
             print(
                 f"equal time: waiting for the {len(others)} run(s) other processes are running",
                 flush=True,
             )
             waiting = True
-        time.sleep(POLL_SECONDS)
+        _sleep(POLL_SECONDS)
     if study.equal_time:
         if timed is None:
             print(
@@ -298,6 +329,11 @@ def _protocol(study: Study, command: str) -> tuple[Study, list[dict], dict, dict
             budget = {"iters": "per variant", "batch_size": header["budget"]["batch_size"]}
             extra["equal_time"] = (timed, _phase(timed, command, "equal time", budget))
     return study, records, header, extra
+
+
+def _runs_at_equal_time(study: Study) -> bool:
+    """Whether this process has equal-time runs to do (the reference has none)."""
+    return study.equal_time and any(v.name != study.reference_name for v in study.selected)
 
 
 def run_study(study: Study, command: str) -> int:

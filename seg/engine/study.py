@@ -47,6 +47,7 @@ SUMMARY_KEYS = ("mIoU", "mBIoU", "aAcc", "mAcc")
 DEFAULT_SEEDS = (0, 1, 2)
 SETTINGS_FILE = "compare_run.json"  # in a run's folder: what it trains
 LOCK_FILE = "compare.lock"  # in a run's folder: locked while a process trains or scores it
+FAILED_FILE = "compare_failed.json"  # in a run's folder: why its last attempt failed
 # What a study file may hold (``images``: how many go into predictions.png).
 STUDY_FILE_KEYS = (
     "title",
@@ -569,29 +570,52 @@ def claim_run(study: Study, run: Run) -> None:
     holds a run trained with other settings is refused (`StudyError`), never mixed in."""
     run.folder.mkdir(parents=True, exist_ok=True)
     _check_same_training(run, study)
-    (run.folder / SETTINGS_FILE).write_text(json.dumps(run.settings, indent=2))
+    # atomic: another process sharing the study may be reading it
+    write_text_atomic(run.folder / SETTINGS_FILE, json.dumps(run.settings, indent=2))
+
+
+def write_failure(run: Run, record: dict) -> dict:
+    """Keep a failed run's record in its folder (`FAILED_FILE`), for the other processes
+    sharing the study (`read_failure`); returns ``record``."""
+    write_text_atomic(run.folder / FAILED_FILE, json.dumps(json_ready(record), indent=2))
+    return record
+
+
+def read_failure(run: Run, since: float | None = None) -> dict | None:
+    """The record `write_failure` kept for ``run`` (written at ``since`` or later, a time
+    from ``time.time()``), or None."""
+    path = run.folder / FAILED_FILE
+    try:
+        if since is not None and path.stat().st_mtime < since:
+            return None
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
 
 
 @contextlib.contextmanager
-def hold_run(folder: Path) -> Iterator[bool]:
-    """Hold a run's folder while this process trains and scores it: True, or False when
-    another process holds it (it is running that run now; come back later). The hold is an
-    exclusive ``flock`` on `LOCK_FILE`, which the system drops when its process ends, however
-    it ends: a killed process leaves nothing stale behind. So any number of processes can
-    share one study (``--only`` or not) and never train one run twice at once."""
+def hold_run(folder: Path) -> Iterator[int | None]:
+    """Hold a run's folder while this process trains and scores it: yields the descriptor
+    that holds it, or None when another process holds it (it is running that run now; come
+    back later). The hold is an exclusive ``flock`` on `LOCK_FILE`, which the system drops
+    when the last process with the descriptor ends, however it ends: a killed process leaves
+    nothing stale behind. Pass the descriptor to the processes that do the work
+    (``subprocess.Popen(pass_fds=...)``): if the holder dies, the run stays held until its
+    trainer has stopped too. So any number of processes can share one study (``--only`` or
+    not) and never train one run twice at once."""
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            yield False
+            yield None
             return
         os.ftruncate(fd, 0)  # who holds it, for a person who looks
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
-        yield True
+        yield fd
     finally:
-        os.close(fd)  # releases the lock
+        os.close(fd)  # releases the lock (unless a child process still has it)
 
 
 def is_held(folder: Path) -> bool:
@@ -663,8 +687,8 @@ def read_curve(folder: Path) -> list[dict]:
 
 def find_finished(study: Study, variant: Variant, seed: int) -> dict | None:
     """The record of this (variant, seed) if its folder holds a run that finished training
-    and scoring with the study's settings; None if it did not finish (or never started).
-    A folder trained with other settings is refused (`StudyError`)."""
+    and scoring with the study's settings; None if it did not finish (or never started, or
+    failed: `read_failure`). A folder trained with other settings is refused (`StudyError`)."""
     if not (run_dir(study, variant, seed) / SETTINGS_FILE).is_file():
         return None
     run = plan_run(study, variant, seed)
@@ -1235,7 +1259,8 @@ def prediction_grid(study: Study, records: list[dict], path: Path) -> bool:
         )
         for index, (image, truth) in enumerate(samples)
     ]
-    save_titled(path, one_above_another(rows), ["image", "truth", *columns])
+    grid, titles = one_above_another(rows), ["image", "truth", *columns]
+    atomic_write(path, lambda handle: save_titled(handle, grid, titles))
     return True
 
 

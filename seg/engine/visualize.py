@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -100,9 +101,13 @@ def panel(
 
 
 def save_titled(
-    path: str | Path, grid: np.ndarray, titles: Sequence[str], column_inches: float = 2.86
+    path: str | Path | BinaryIO,
+    grid: np.ndarray,
+    titles: Sequence[str],
+    column_inches: float = 2.86,
 ) -> None:
-    """Write a grid of equal-width columns (``GAP`` apart) as a PNG, a title over each column.
+    """Write a grid of equal-width columns (``GAP`` apart) as a PNG (to a path or a binary
+    file), a title over each column.
 
     ``grid`` is ``[H, W, 3]`` uint8 RGB. A column is drawn ``column_inches`` wide at 100 dpi
     whatever its width in pixels, so that small scenes are enlarged (without smoothing).
@@ -126,7 +131,7 @@ def save_titled(
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
 
 

@@ -7,6 +7,7 @@ import math
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import scipy.stats
 import yaml
 
 from seg.engine.study import (
+    FAILED_FILE,
     SETTINGS_FILE,
     TITLE_SIZE,
     Study,
@@ -40,12 +42,14 @@ from seg.engine.study import (
     plan_run,
     plot_per_class,
     read_curve,
+    read_failure,
     read_study,
     refresh_records,
     results_header,
     study_from_configs,
     sweep_study,
     with_options,
+    write_failure,
     write_results,
 )
 from seg.engine.study import _fitted as fitted_title
@@ -216,6 +220,13 @@ def test_find_finished_returns_only_runs_that_finished_with_the_same_training(tm
     claim_run(study, run)
     assert (run.folder / SETTINGS_FILE).is_file()
     assert find_finished(study, variant, 0) is None  # started, not finished
+    failed = run.record(status="failed", returncode=1, error="boom")
+    before = time.time()
+    assert write_failure(run, failed) is failed
+    assert find_finished(study, variant, 0) is None  # failed: not finished
+    assert read_failure(run, since=before - 60) == failed
+    assert read_failure(run, since=time.time() + 60) is None  # older than asked for
+    (run.folder / FAILED_FILE).unlink()  # as tools/compare.py does when it tries again
     _finish(run, 0.4)
     record = find_finished(study, variant, 0)
     assert record["status"] == "ok" and record["seed"] == 0 and record["split"] == "val"
@@ -613,10 +624,10 @@ def test_a_run_is_held_by_one_process_at_a_time_and_freed_however_it_ends(tmp_pa
     folder = tmp_path / "out" / "runs" / "a" / "seed0"
     assert not is_held(folder) and not folder.exists()  # looking creates nothing
     with hold_run(folder) as held:
-        assert held and is_held(folder)
+        assert held is not None and is_held(folder)
         assert [(v.name, s) for v, s in held_runs(study)] == [("a", 0)]
         with hold_run(folder) as again:  # a second hold (another process's) is refused
-            assert not again
+            assert again is None
         assert is_held(folder)
     assert not is_held(folder) and held_runs(study) == []
     # A process killed while it holds a run leaves no stale lock behind.
@@ -624,7 +635,7 @@ def test_a_run_is_held_by_one_process_at_a_time_and_freed_however_it_ends(tmp_pa
         [sys.executable, "-c", (
             "import sys, time; from pathlib import Path; from seg.engine.study import hold_run\n"
             "with hold_run(Path(sys.argv[1])) as held:\n"
-            "    print(held, flush=True); time.sleep(600)"
+            "    print(held is not None, flush=True); time.sleep(600)"
         ), str(folder)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -632,10 +643,10 @@ def test_a_run_is_held_by_one_process_at_a_time_and_freed_however_it_ends(tmp_pa
         assert holder.stdout.readline().strip() == "True"
         assert is_held(folder)
         with hold_run(folder) as held:
-            assert not held
+            assert held is None
     finally:
         holder.kill()
         holder.wait()
     assert not is_held(folder)
     with hold_run(folder) as held:
-        assert held
+        assert held is not None

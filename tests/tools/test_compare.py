@@ -336,14 +336,14 @@ def test_a_run_another_process_holds_is_left_to_it_and_continued_if_it_stops(
     parser = compare._parser()
     study = compare._study(parser.parse_args(args), parser)
     holder = hold_run(tmp_path / "runs" / "a" / "seed0")
-    assert holder.__enter__()
+    assert holder.__enter__() is not None
     polls = []
 
     def sleep(seconds):  # the other process stops while this one waits
         polls.append(seconds)
         holder.__exit__(None, None, None)
 
-    monkeypatch.setattr(compare.time, "sleep", sleep)
+    monkeypatch.setattr(compare, "_sleep", sleep)
     assert compare.run_study(study, "python tools/compare.py") == 0
     out = capsys.readouterr().out
     assert out.index("another process is running it") < out.index("b, seed 0")
@@ -385,17 +385,51 @@ def test_an_only_process_waits_for_the_seeds_that_size_its_equal_time_runs(
     other = compare._study(parser.parse_args([*args, "--only", "a"]), parser)
     (a,) = other.selected
     holder = hold_run(tmp_path / "out" / "runs" / "a" / "seed0")
-    assert holder.__enter__()
+    assert holder.__enter__() is not None
     real_run_one = compare.run_one
 
-    def sleep(seconds):  # meanwhile the other process finishes a's seed
-        holder.__exit__(None, None, None)
-        real_run_one(other, a, 0)
+    polls = []
 
-    monkeypatch.setattr(compare.time, "sleep", sleep)
+    def sleep(seconds):  # meanwhile the other process finishes a's seed
+        if not polls:
+            holder.__exit__(None, None, None)
+            real_run_one(other, a, 0)
+        polls.append(seconds)
+
+    monkeypatch.setattr(compare, "_sleep", sleep)
     assert compare.run_study(mine, "python tools/compare.py") == 0
     assert "equal time: waiting for the 1 run(s) other processes are running" in (
         capsys.readouterr().out
     )
+    assert polls == [compare.POLL_SECONDS]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["variant"] for r in results["equal_time"]["variants"]] == ["b (equal time)"]
+
+
+@pytest.mark.slow
+def test_a_run_another_process_failed_is_not_tried_again_until_the_next_command(
+    tmp_path, tiny_config, load_tool, monkeypatch
+):
+    compare = load_tool("compare")
+    monkeypatch.chdir(ROOT)
+    args = [str(tiny_config), "--variant", "broken", "train.class_weights=[1.0, 2.0]",
+            "--variant", "b", "model.up=bilinear", "model.down=max",
+            "--seeds", "0", "--images", "0", "--out", str(tmp_path)]  # fmt: skip
+    parser = compare._parser()
+    study = compare._study(parser.parse_args(args), parser)
+    broken = study.variants[0]
+    # Another process sharing the study (started with this one) tries it first and fails.
+    assert compare.run_one(study, broken, 0)["status"] == "failed"
+    log = tmp_path / "runs" / "broken" / "seed0" / "compare.log"
+    assert log.read_text().count("tools/train.py") == 1
+    assert compare.run_study(study, "python tools/compare.py") == 1
+    assert log.read_text().count("tools/train.py") == 1  # its failure stands, not retried
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["variant"], r["status"]) for r in results["runs"]] == [
+        ("broken", "failed"),
+        ("b", "ok"),
+    ]
+    # The next command (started after that failure) tries it again.
+    monkeypatch.setattr(compare, "STARTED", compare.time.time() + 1)
+    assert compare.run_study(study, "python tools/compare.py") == 1
+    assert log.read_text().count("tools/train.py") == 2

@@ -6,29 +6,21 @@ In its own file so that it runs beside test_compare.py's tests (pytest-xdist, a 
 
 from __future__ import annotations
 
-import datetime
-import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from seg.engine.study import hold_run, is_held
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _trained(folder: Path) -> tuple[float, float]:
-    """When a run trained: the first and last timestamps of its train.log."""
-    stamps = [
-        datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        for line in (folder / "train.log").read_text().splitlines()
-        if line[:4].isdigit()
-    ]
-    return stamps[0], stamps[-1]
 
 
 @pytest.mark.slow
@@ -68,9 +60,14 @@ def test_two_processes_share_the_fair_protocol_and_train_each_run_once(tmp_path,
     for folder in folders:
         assert (folder / "compare.log").read_text().count("tools/train.py") == 1, folder
         assert "resumed" not in (folder / "train.log").read_text()
-    # side by side: some two runs trained at the same time
-    spans = sorted(_trained(folder) for folder in folders)
-    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
+    # side by side: both processes trained some of them (compare.log names the process)
+    pids = {
+        int(line.rsplit(" ", 1)[1])
+        for folder in folders
+        for line in (folder / "compare.log").read_text().splitlines()
+        if line.startswith("# ") and "tools/compare.py pid" in line
+    }
+    assert pids == {process.pid for process in processes}
     results = json.loads((out / "results.json").read_text())
     spi = {
         name: np.mean([r["train"]["seconds_per_iter"] for r in results["runs"] if r["variant"] == name])
@@ -81,3 +78,38 @@ def test_two_processes_share_the_fair_protocol_and_train_each_run_once(tmp_path,
     )
     assert timed["train"]["iters"] == max(1, round(6 * spi["a"] / spi["b"]))
     assert len(results["equal_time"]["runs"]) == 2
+
+
+@pytest.mark.slow
+def test_a_run_stays_held_while_its_trainer_outlives_a_killed_compare(tmp_path, tiny_config):
+    """compare.py killed outright (no chance to stop its trainer): the trainer keeps the run
+    held, so another process sharing the study does not start a second trainer there."""
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "tools/compare.py", str(tiny_config), "--variant", "a", "--seeds", "0",
+        "--images", "0", "--set", "train.iters=1000", "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    folder = out / "runs" / "a" / "seed0"
+    try:
+        deadline = time.monotonic() + 300
+        while not (
+            (folder / "train.log").is_file() and "iter 2/1000" in (folder / "train.log").read_text()
+        ):
+            assert time.monotonic() < deadline, "training never reached iteration 2"
+            time.sleep(0.2)
+        process.kill()  # SIGKILL to compare.py alone
+        process.wait()
+        assert is_held(folder)  # by tools/train.py, still training
+        with hold_run(folder) as hold:
+            assert hold is None
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # the orphaned trainer
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 60
+    while is_held(folder):
+        assert time.monotonic() < deadline, "the lock outlived its trainer"
+        time.sleep(0.2)
