@@ -34,6 +34,9 @@ two cores. A process holds a run's folder while it trains and scores it (a lock 
 drops when the process ends, however it ends); another skips a held run, comes back to it
 at the end of the phase and waits for it there, since what follows (the tuning choice, the
 equal-time budgets) needs every run; if its holder stopped, the waiting one continues it.
+The trainer inherits the lock, so a run stays held while it trains even if its
+``compare.py`` was killed. A run one of them failed is not tried again by the other (its
+record is kept in the run's folder); the next command tries it again.
 ``--only NAME ...`` runs those variants and tabulates them with whatever the others have
 finished; ``--tables`` runs nothing and rewrites the tables and pictures from the runs that
 finished. The command recorded in ``results.md`` leaves
@@ -44,7 +47,8 @@ tools run. ``OUT`` holds::
 
     runs/VARIANT/seedN/   the training work dir (checkpoints, train.log, tb/, curve.jsonl,
                           metrics.json: the final validation), compare.log (the tools'
-                          output) and, for another split or checkpoint,
+                          output), compare.lock, compare_failed.json (a failed
+                          attempt's record) and, for another split or checkpoint,
                           eval_SPLIT_CHECKPOINT/metrics.json
     results.md            mean ± 95 % interval over seeds: mIoU, mean Boundary IoU, aAcc,
                           mAcc; collapsed runs; paired differences with the reference;
