@@ -43,3 +43,34 @@ def tiny_config(tmp_path_factory, tiny_raw):
     path = tmp_path_factory.mktemp("config") / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def _write_ab_study(
+    path: Path, config: Path, settings: list[str], seeds: list[int], sweep_iters=None, **keys
+) -> Path:
+    """A study file with two variants of ``config``: a (lift/lift, the reference) and b
+    (max/bilinear), compared at equal time; with ``sweep_iters``, a learning-rate sweep at
+    that budget first. ``keys`` are further study keys (``split``)."""
+    spec = {
+        "config": str(config),
+        "set": settings,
+        "seeds": seeds,
+        "reference": "a",
+        "equal_time": True,
+        "images": 0,
+        "variants": {
+            "a": ["model.down=lift", "model.up=lift"],
+            "b": ["model.down=max", "model.up=bilinear"],
+        },
+        **keys,
+    }
+    if sweep_iters is not None:
+        spec["sweep"] = {"grid": {"train.lr": [0.001, 0.01]}, "set": [f"train.iters={sweep_iters}"]}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(scope="session")
+def ab_study():
+    """Write a two-variant study file (`_write_ab_study`)."""
+    return _write_ab_study

@@ -32,6 +32,12 @@ def study(tmp_path_factory, tiny_config, compare_cli):
     return out, args, first
 
 
+def _study(compare, *args: str):
+    """The study tools/compare.py makes of these arguments."""
+    parser = compare._parser()
+    return compare._study(parser.parse_args(args), parser)
+
+
 def _run_metrics(out: Path, variant: str, seed: int) -> dict:
     return json.loads((out / "runs" / variant / f"seed{seed}" / "metrics.json").read_text())
 
@@ -251,9 +257,7 @@ def test_tables_hold_what_another_only_process_finished_while_this_one_ran(
     args = [str(tiny_config), "--variant", "a", "model.up=maxunpool", "model.down=max",
             "--variant", "b", "model.up=bilinear", "model.down=max",
             "--seeds", "0", "--images", "0", "--out", str(tmp_path)]  # fmt: skip
-    parser = compare._parser()
-    mine = compare._study(parser.parse_args([*args, "--only", "b"]), parser)
-    other = compare._study(parser.parse_args([*args, "--only", "a"]), parser)
+    mine, other = _study(compare, *args, "--only", "b"), _study(compare, *args, "--only", "a")
     real_run_one = compare.run_one
 
     def run_one(study, variant, seed):
@@ -273,7 +277,7 @@ def test_tables_hold_what_another_only_process_finished_while_this_one_ran(
 
 @pytest.mark.slow
 def test_a_process_that_finishes_last_tabulates_the_whole_protocol(
-    tmp_path, tiny_config, load_tool, monkeypatch
+    tmp_path, tiny_config, ab_study, load_tool, monkeypatch
 ):
     """The fair protocol split over two --only processes: b's process chose its rate before
     a's tuning had finished, a's process then tuned and ran a's seeds while b trained. b's
@@ -281,27 +285,16 @@ def test_a_process_that_finishes_last_tabulates_the_whole_protocol(
     (a's process left them: b's seeds were not all done, so the time ratio was not known)."""
     compare = load_tool("compare")
     monkeypatch.chdir(ROOT)
-    study_file = tmp_path / "fair.yaml"
-    study_file.write_text(
-        yaml.safe_dump(
-            {
-                "config": str(tiny_config),
-                "set": ["train.iters=2", "train.optimizer=adamw"],
-                "seeds": [0],
-                "split": "test",
-                "reference": "a",
-                "equal_time": True,
-                "images": 0,
-                "sweep": {"grid": {"train.lr": [0.001, 0.01]}, "set": ["train.iters=1"]},
-                "variants": {"a": ["model.down=lift", "model.up=lift"],
-                             "b": ["model.down=max", "model.up=bilinear"]},
-            }
-        )
-    )  # fmt: skip
-    parser = compare._parser()
+    study_file = ab_study(
+        tmp_path / "fair.yaml",
+        tiny_config,
+        ["train.iters=2", "train.optimizer=adamw"],
+        [0],
+        sweep_iters=1,
+        split="test",
+    )
     args = ["--study", str(study_file), "--out", str(tmp_path / "out")]
-    mine = compare._study(parser.parse_args([*args, "--only", "b"]), parser)
-    other = compare._study(parser.parse_args([*args, "--only", "a"]), parser)
+    mine, other = _study(compare, *args, "--only", "b"), _study(compare, *args, "--only", "a")
     real_run_one = compare.run_one
     others_turn = []
 
@@ -333,8 +326,7 @@ def test_a_run_another_process_holds_is_left_to_it_and_continued_if_it_stops(
     args = [str(tiny_config), "--variant", "a", "model.up=maxunpool", "model.down=max",
             "--variant", "b", "model.up=bilinear", "model.down=max",
             "--seeds", "0", "--images", "0", "--out", str(tmp_path)]  # fmt: skip
-    parser = compare._parser()
-    study = compare._study(parser.parse_args(args), parser)
+    study = _study(compare, *args)
     holder = hold_run(tmp_path / "runs" / "a" / "seed0")
     assert holder.__enter__() is not None
     polls = []
@@ -358,31 +350,15 @@ def test_a_run_another_process_holds_is_left_to_it_and_continued_if_it_stops(
 
 @pytest.mark.slow
 def test_an_only_process_waits_for_the_seeds_that_size_its_equal_time_runs(
-    tmp_path, tiny_config, load_tool, monkeypatch, capsys
+    tmp_path, tiny_config, ab_study, load_tool, monkeypatch, capsys
 ):
     """--only b finishes b's seed while another process still trains a's (it holds it):
     rather than stop without equal-time runs, b's process waits for a, then runs them."""
     compare = load_tool("compare")
     monkeypatch.chdir(ROOT)
-    study_file = tmp_path / "timed.yaml"
-    study_file.write_text(
-        yaml.safe_dump(
-            {
-                "config": str(tiny_config),
-                "set": ["train.iters=2"],
-                "seeds": [0],
-                "reference": "a",
-                "equal_time": True,
-                "images": 0,
-                "variants": {"a": ["model.down=lift", "model.up=lift"],
-                             "b": ["model.down=max", "model.up=bilinear"]},
-            }
-        )
-    )  # fmt: skip
-    parser = compare._parser()
+    study_file = ab_study(tmp_path / "timed.yaml", tiny_config, ["train.iters=2"], [0])
     args = ["--study", str(study_file), "--out", str(tmp_path / "out")]
-    mine = compare._study(parser.parse_args([*args, "--only", "b"]), parser)
-    other = compare._study(parser.parse_args([*args, "--only", "a"]), parser)
+    mine, other = _study(compare, *args, "--only", "b"), _study(compare, *args, "--only", "a")
     (a,) = other.selected
     holder = hold_run(tmp_path / "out" / "runs" / "a" / "seed0")
     assert holder.__enter__() is not None
@@ -415,8 +391,7 @@ def test_a_run_another_process_failed_is_not_tried_again_until_the_next_command(
     args = [str(tiny_config), "--variant", "broken", "train.class_weights=[1.0, 2.0]",
             "--variant", "b", "model.up=bilinear", "model.down=max",
             "--seeds", "0", "--images", "0", "--out", str(tmp_path)]  # fmt: skip
-    parser = compare._parser()
-    study = compare._study(parser.parse_args(args), parser)
+    study = _study(compare, *args)
     broken = study.variants[0]
     # Another process sharing the study (started with this one) tries it first and fails.
     assert compare.run_one(study, broken, 0)["status"] == "failed"

@@ -24,27 +24,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_two_processes_share_the_fair_protocol_and_train_each_run_once(tmp_path, tiny_config):
+def test_two_processes_share_the_fair_protocol_and_train_each_run_once(
+    tmp_path, tiny_config, ab_study
+):
     """The same command twice, side by side, as the README suggests for two cores: they
     split the tuning, the seeds and the equal-time runs between them, each run trains once,
     and the equal-time budgets come from every seed."""
-    study_file = tmp_path / "fair.yaml"
-    study_file.write_text(
-        yaml.safe_dump(
-            {
-                "config": str(tiny_config),
-                "set": ["train.iters=6", "train.optimizer=adamw"],
-                "seeds": [0, 1],
-                "split": "test",
-                "reference": "a",
-                "equal_time": True,
-                "images": 0,
-                "sweep": {"grid": {"train.lr": [0.001, 0.01]}, "set": ["train.iters=3"]},
-                "variants": {"a": ["model.down=lift", "model.up=lift"],
-                             "b": ["model.down=max", "model.up=bilinear"]},
-            }
-        )
-    )  # fmt: skip
+    study_file = ab_study(
+        tmp_path / "fair.yaml",
+        tiny_config,
+        ["train.iters=6", "train.optimizer=adamw"],
+        [0, 1],
+        sweep_iters=3,
+        split="test",
+    )
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     env["SEG_COMPARE_POLL_S"] = "0.5"
