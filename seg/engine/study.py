@@ -734,8 +734,9 @@ def paired_differences(
     reference: str, records: list[dict], others: Sequence[str], against: list[dict] | None = None
 ) -> list[dict]:
     """``reference`` minus each of ``others``, seed by seed (seeds both finished), for mIoU
-    and mBIoU: mean, 95 % interval, and a verdict that claims a difference only where the
-    interval excludes 0. ``against``: the records the others come from (default
+    and mBIoU: mean, 95 % interval, and a verdict per metric that claims a difference only
+    where that metric's interval excludes 0 (``verdict``: mIoU's, ``verdicts``: both).
+    ``against``: the records the others come from (default
     ``records``; the equal-time runs compare with the reference's own runs)."""
     mine = {r["seed"]: r for r in records if _ok(r, reference)}
     rows = []
@@ -747,7 +748,8 @@ def paired_differences(
             diffs = [metric(mine[s], key) - metric(theirs[s], key) for s in seeds]
             mean, half = mean_ci(diffs)
             row[key] = {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diffs)}
-        row["verdict"] = _verdict(row["mIoU"], reference, name)
+        row["verdicts"] = {key: _verdict(row[key], reference, name) for key in ("mIoU", "mBIoU")}
+        row["verdict"] = row["verdicts"]["mIoU"]
         rows.append(row)
     return rows
 
@@ -797,11 +799,19 @@ def _aggregate_variant(study: Study, variant: Variant, runs: list[dict]) -> dict
     return row
 
 
+# How the runs ran: a process that runs none (``--tables``) keeps what results.json says.
+PROVENANCE_KEYS = ("command", "threads", "date", "machine")
+
+
 def results_header(study: Study, budget: dict, command: str) -> dict:
     """What ``results.md``/``results.json`` say about the study as a whole; ``done`` counts
-    the runs of this invocation (the caller adds them)."""
+    the runs of this invocation (the caller adds them; the tables count the whole study's,
+    `study_progress`). A study that runs no variant
+    (``only=[]``: the tables are only rewritten) keeps the command, threads, date and machine
+    of the existing ``results.json``: they describe the runs, not the process that reads
+    them (another thread count or ``SEG_OPS_*`` setting there would misstate the runs)."""
     first = study.variants[0]
-    return {
+    header = {
         "title": study.title,
         "command": reproducing_command(command),
         "threads": torch.get_num_threads(),
@@ -815,6 +825,19 @@ def results_header(study: Study, budget: dict, command: str) -> dict:
         "planned": len(study.seeds) * len(study.selected),
         "done": 0,
     }
+    if not study.selected:
+        header.update(_recorded_provenance(study.out / "results.json"))
+    return header
+
+
+def _recorded_provenance(path: Path) -> dict:
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: this process's own
+        return {}
+    if not isinstance(recorded, dict):
+        return {}
+    return {key: recorded[key] for key in PROVENANCE_KEYS if key in recorded}
 
 
 def _pct(pair: tuple[float, float]) -> str:
@@ -830,7 +853,7 @@ def markdown(study: Study, rows: list[dict], records: list[dict], header: dict, 
     (``extra``, from `write_results`) the sweep and the equal-time comparison."""
     memory = {"cpu_max_rss": "peak RSS, MiB", "cuda_max_allocated": "peak CUDA MiB"}
     kind = memory.get(next((r["memory"] for r in rows if r["memory"]), ""), "peak MiB")
-    lines = [f"# {study.title}", "", *_header_lines(study, header), ""]
+    lines = [f"# {study.title}", "", *_header_lines(study, header, records), ""]
     lines += [
         f"| variant | runs | collapsed | mIoU | mBIoU | aAcc | mAcc | params (M) | s/iter | {kind} |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -850,7 +873,7 @@ def markdown(study: Study, rows: list[dict], records: list[dict], header: dict, 
     return "\n".join(lines) + "\n"
 
 
-def _header_lines(study: Study, header: dict) -> list[str]:
+def _header_lines(study: Study, header: dict, records: list[dict]) -> list[str]:
     budget = header["budget"]
     lines = [
         f"- command: `{header['command']}`",
@@ -871,9 +894,23 @@ def _header_lines(study: Study, header: dict) -> list[str]:
         "over the seeds that finished; a collapsed run (one class in >= "
         f"{100 * COLLAPSED_SHARE:.0f} % of the predicted pixels) is counted and listed",
     ]
-    if header.get("done", 0) < header.get("planned", 0):
-        lines.append(f"- **incomplete**: {header['done']} of {header['planned']} runs so far")
+    progress = study_progress(study, records)
+    if progress["done"] < progress["planned"]:
+        failed = f" ({progress['failed']} failed)" if progress["failed"] else ""
+        lines.append(
+            f"- **incomplete**: {progress['done']} of {progress['planned']} runs finished{failed}"
+        )
     return lines
+
+
+def study_progress(study: Study, records: list[dict]) -> dict:
+    """How far the whole study is, whichever processes ran it: ``planned`` runs (every
+    variant, every seed), ``done`` (finished) and ``failed`` among ``records``."""
+    names = {v.name for v in study.variants}
+    runs = {(r["variant"], r["seed"]): r["status"] for r in records if r["variant"] in names}
+    done = sum(status == "ok" for status in runs.values())
+    planned = len(study.variants) * len(study.seeds)
+    return {"planned": planned, "done": done, "failed": len(runs) - done}
 
 
 def _summary_line(row: dict) -> str:
@@ -906,13 +943,14 @@ def _differences_table(differences: list[dict], title: str) -> list[str]:
         f"{title}: {reference} minus each variant, in points, mean [95 % interval]; a "
         "difference is claimed only where the interval excludes 0:",
         "",
-        "| variant | seeds | ΔmIoU | ΔmBIoU | verdict |",
-        "|---|---:|---:|---:|---|",
+        "| variant | seeds | ΔmIoU | verdict (mIoU) | ΔmBIoU | verdict (mBIoU) |",
+        "|---|---:|---:|---|---:|---|",
     ]
     for row in differences:
         lines.append(
             f"| {row['variant']} | {len(row['seeds'])} | {_interval(row['mIoU'])} "
-            f"| {_interval(row['mBIoU'])} | {row['verdict']} |"
+            f"| {row['verdicts']['mIoU']} | {_interval(row['mBIoU'])} "
+            f"| {row['verdicts']['mBIoU']} |"
         )
     return lines
 
@@ -1042,18 +1080,45 @@ def plot(study: Study, rows: list[dict], records: list[dict], path: Path) -> Non
     plt.close(fig)
 
 
+def _refuse_to_drop_runs(path: Path, records: list[dict]) -> None:
+    try:
+        recorded = json.loads(path.read_text()).get("runs") or []
+    except (OSError, ValueError, AttributeError):  # none yet or unreadable: nothing to keep
+        return
+    found = {(r["variant"], r["seed"]) for r in records if r["status"] == "ok"}
+    lost = sorted(
+        f"{r.get('variant')} seed {r.get('seed')}"
+        for r in recorded
+        if isinstance(r, dict)
+        and r.get("status") == "ok"
+        and (r.get("variant"), r.get("seed")) not in found
+    )
+    if lost:
+        shown = ", ".join(lost[:4]) + (f" and {len(lost) - 4} more" if len(lost) > 4 else "")
+        raise StudyError(
+            f"{path} lists {len(lost)} finished run(s) whose folders are not under "
+            f"{path.parent / 'runs'} with the study's settings ({shown}); rewriting the "
+            "tables would drop them, so nothing was rewritten. Put the run folders back "
+            "(or rerun the study without --tables to train them again)"
+        )
+
+
 def write_results(
     study: Study, records: list[dict], header: dict, extra: dict | None = None
 ) -> list[dict]:
     """``results.md``, ``results.json``, ``results.png`` and ``curves.png`` (once a run
     finished) and ``sweep.png`` (with a sweep) in ``study.out``; returns the aggregated
     rows. ``extra``: ``{"sweep": records, "chosen": choose_points(...), "equal_time":
-    (study, records)}``, what the full protocol adds."""
+    (study, records)}``, what the full protocol adds. A study that runs no variant (``only=[]``:
+    the tables are only rewritten) refuses (`StudyError`) to drop a finished run that the
+    existing ``results.json`` lists and ``records`` lacks (its folder is gone or moved)."""
     extra = extra or {}
+    if not study.selected:
+        _refuse_to_drop_runs(study.out / "results.json", records)
     rows = aggregate(study, records)
     # atomic: processes sharing the study write these after each of their runs
     write_text_atomic(study.out / "results.md", markdown(study, rows, records, header, extra))
-    payload = {**header, "variants": rows, "runs": records}
+    payload = {**header, **study_progress(study, records), "variants": rows, "runs": records}
     others = [row["variant"] for row in rows if row["variant"] != study.reference_name]
     payload["differences"] = paired_differences(study.reference_name, records, others)
     if extra.get("sweep"):

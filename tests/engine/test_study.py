@@ -169,6 +169,19 @@ def test_the_printed_command_holds_the_settings_that_change_the_digits(
     )
     given = f"SEG_OPS_CPP=0 {command}"  # already said: not twice
     assert results_header(study, budget, given)["command"] == f"OMP_NUM_THREADS=1 {given}"
+    # Rewriting the tables only (no variant run): the header still says how the runs ran.
+    ran = results_header(study, budget, given)
+    (tmp_path / "out").mkdir()
+    elsewhere = {"date": "2026-01-02", "threads": 7, "machine": "cpu elsewhere (7 threads)"}
+    (tmp_path / "out" / "results.json").write_text(json.dumps({**ran, **elsewhere}))
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("SEG_OPS_BACKEND", "reference")
+    reread = results_header(with_options(study, only=[]), budget, command)
+    assert reread["command"] == ran["command"]
+    assert {key: reread[key] for key in elsewhere} == elsewhere
+    assert results_header(study, budget, command)["command"].startswith(
+        "OMP_NUM_THREADS=2 SEG_OPS_BACKEND=reference"
+    )  # a process that runs variants records its own
 
 
 def test_check_budgets_refuses_variants_that_would_not_compare(tmp_path, config):
@@ -381,11 +394,12 @@ def test_markdown_holds_a_row_per_variant_the_classes_and_the_failures(tmp_path,
     study = _study(Path("x.yaml"), tmp_path, ("a", []), ("b", []), ("c", []), seeds=[0, 1, 2],
                    title="My study")  # fmt: skip
     rows = aggregate(study, records)
-    text = markdown(study, rows, records, _header(done=3, planned=9))
+    # done/planned of the header count one process's runs; the tables, the whole study's
+    text = markdown(study, rows, records, _header(done=1, planned=1))
     lines = text.splitlines()
     assert lines[0] == "# My study"
     assert "- budget: 3 iterations x batch 2, seeds 0 1 2, scored once on the val split" in text
-    assert "- **incomplete**: 3 of 9 runs so far" in lines
+    assert "- **incomplete**: 4 of 9 runs finished (2 failed)" in lines
     assert (
         "| variant | runs | collapsed | mIoU | mBIoU | aAcc | mAcc | params (M) | s/iter "
         "| peak RSS, MiB |" in lines
@@ -405,8 +419,11 @@ def test_markdown_holds_a_row_per_variant_the_classes_and_the_failures(tmp_path,
     assert "- b seed 1: exit 1, ValueError: out of cheese" in lines
     assert "  (log: runs/c/seed0/compare.log)" in lines
     # a vs b: one common seed, no interval; a vs c: none
-    assert "| b | 1 | +20.00 | +10.00 | too few seeds for an interval |" in lines
-    finished = markdown(study, rows, records[:4], _header(done=4, planned=4))
+    too_few = "too few seeds for an interval"
+    assert f"| b | 1 | +20.00 | {too_few} | +10.00 | {too_few} |" in lines
+    assert "incomplete" in markdown(study, rows, records[:4], _header(done=4, planned=4))
+    only_a = _study(Path("x.yaml"), tmp_path, ("a", []), seeds=[0, 1, 2], title="a")
+    finished = markdown(only_a, aggregate(only_a, records[:3]), records[:3], _header())
     assert "incomplete" not in finished and "Failed runs" not in finished
 
 
@@ -431,6 +448,13 @@ def test_paired_differences_claim_only_what_the_interval_supports():
     assert (by["max"]["mIoU"]["low"], by["max"]["mIoU"]["high"]) == pytest.approx((low, high))
     assert by["max"]["verdict"] == "lift ahead" and by["max"]["seeds"] == [0, 1, 2, 3]
     assert by["skip"]["verdict"] == "no significant difference"
+    assert by["max"]["verdicts"] == {"mIoU": "lift ahead", "mBIoU": "lift ahead"}
+    # mBIoU has its own verdict: level in mIoU, behind lift's boundaries on every seed
+    for record in level:
+        record["metrics"]["mBIoU"] = 0.1
+    skip = paired_differences("lift", [*ref, *level], ["skip"])[0]
+    assert skip["verdicts"] == {"mIoU": "no significant difference", "mBIoU": "lift ahead"}
+    assert skip["verdict"] == "no significant difference"  # the headline: mIoU's
     behind = paired_differences("max", [*ref, *ahead], ["lift"])[0]
     assert behind["verdict"] == "lift ahead"  # the other way round: the interval is below 0
 
@@ -537,9 +561,26 @@ def test_write_results_writes_the_tables_and_the_plot(tmp_path, records):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["runs"] == json.loads(json.dumps(records))
     assert saved["variants"][2]["mIoU"] == [None, None]  # NaN as null: strict JSON
+    assert (saved["planned"], saved["done"], saved["failed"]) == (9, 4, 2)  # the whole study
     assert (tmp_path / "results.md").read_text().startswith("# study")
     assert (tmp_path / "results.png").stat().st_size > 0
     assert (tmp_path / "per_class.png").stat().st_size > 0  # every variant's classes in one
+
+
+def test_rewriting_the_tables_never_drops_a_finished_run(tmp_path, records):
+    study = _study(Path("x.yaml"), tmp_path, ("a", []), ("b", []), ("c", []), seeds=[0, 1, 2])
+    write_results(study, records, _header(title="study"))
+    before = (tmp_path / "results.md").read_text()
+    tables_only = with_options(study, only=[])
+    # a seed 0's folder is gone: its row would lose a run, so nothing is rewritten
+    with pytest.raises(StudyError, match=r"1 finished run\(s\).*\(a seed 0\).*nothing was"):
+        write_results(tables_only, records[1:], _header(date="2030-01-01"))
+    assert (tmp_path / "results.md").read_text() == before
+    write_results(tables_only, records, _header(date="2030-01-01"))  # every run still there
+    assert "- date: 2030-01-01;" in (tmp_path / "results.md").read_text()
+    # a process that runs variants writes what it has (a folder removed to train it again)
+    write_results(study, records[1:], _header())
+    assert "| a | 2/3 |" in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.parametrize("size", [(6, 4), (12, 4), (4, 3)])
