@@ -826,18 +826,19 @@ def results_header(study: Study, budget: dict, command: str) -> dict:
         "done": 0,
     }
     if not study.selected:
-        header.update(_recorded_provenance(study.out / "results.json"))
+        recorded = _recorded_results(study.out)
+        header.update({key: recorded[key] for key in PROVENANCE_KEYS if key in recorded})
     return header
 
 
-def _recorded_provenance(path: Path) -> dict:
+def _recorded_results(out: Path) -> dict:
+    """``OUT/results.json`` as an earlier process wrote it; {} when there is none yet or it
+    cannot be read (nothing to keep from it)."""
     try:
-        recorded = json.loads(path.read_text())
-    except (OSError, ValueError):  # none yet, or unreadable: this process's own
+        recorded = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
         return {}
-    if not isinstance(recorded, dict):
-        return {}
-    return {key: recorded[key] for key in PROVENANCE_KEYS if key in recorded}
+    return recorded if isinstance(recorded, dict) else {}
 
 
 def _pct(pair: tuple[float, float]) -> str:
@@ -1080,11 +1081,8 @@ def plot(study: Study, rows: list[dict], records: list[dict], path: Path) -> Non
     plt.close(fig)
 
 
-def _refuse_to_drop_runs(path: Path, records: list[dict]) -> None:
-    try:
-        recorded = json.loads(path.read_text()).get("runs") or []
-    except (OSError, ValueError, AttributeError):  # none yet or unreadable: nothing to keep
-        return
+def _refuse_to_drop_runs(out: Path, records: list[dict]) -> None:
+    recorded = _recorded_results(out).get("runs") or []
     found = {(r["variant"], r["seed"]) for r in records if r["status"] == "ok"}
     lost = sorted(
         f"{r.get('variant')} seed {r.get('seed')}"
@@ -1096,8 +1094,8 @@ def _refuse_to_drop_runs(path: Path, records: list[dict]) -> None:
     if lost:
         shown = ", ".join(lost[:4]) + (f" and {len(lost) - 4} more" if len(lost) > 4 else "")
         raise StudyError(
-            f"{path} lists {len(lost)} finished run(s) whose folders are not under "
-            f"{path.parent / 'runs'} with the study's settings ({shown}); rewriting the "
+            f"{out / 'results.json'} lists {len(lost)} finished run(s) whose folders are not "
+            f"under {out / 'runs'} with the study's settings ({shown}); rewriting the "
             "tables would drop them, so nothing was rewritten. Put the run folders back "
             "(or rerun the study without --tables to train them again)"
         )
@@ -1114,7 +1112,7 @@ def write_results(
     existing ``results.json`` lists and ``records`` lacks (its folder is gone or moved)."""
     extra = extra or {}
     if not study.selected:
-        _refuse_to_drop_runs(study.out / "results.json", records)
+        _refuse_to_drop_runs(study.out, records)
     rows = aggregate(study, records)
     # atomic: processes sharing the study write these after each of their runs
     write_text_atomic(study.out / "results.md", markdown(study, rows, records, header, extra))
