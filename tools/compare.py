@@ -55,7 +55,7 @@ tools run. ``OUT`` holds::
                           per-class IoU, parameters, training s/iter, peak memory; the
                           tuning table and the equal-time table when asked
     results.json          every run's figures, the aggregates and the differences
-    results.png           mIoU and mBIoU per variant, bars with ± std
+    results.png           mIoU and mBIoU per variant, bars with the 95 % interval
     per_class.png         per-class IoU of every variant in one chart
     curves.png            validation mIoU against iterations and training seconds
     sweep.png             the tuning metric at each sweep point, per variant
@@ -182,7 +182,6 @@ def run_one(study: Study, variant: Variant, seed: int) -> dict | None:
 
 
 def _train_and_score(study: Study, run: Run, hold: int) -> dict:
-    variant = run.variant
     claim_run(study, run)
     log_path = run.folder / "compare.log"
     if not run.trained:
@@ -193,7 +192,10 @@ def _train_and_score(study: Study, run: Run, hold: int) -> dict:
             study,
             log_path,
             hold,
-            "tools/train.py", str(variant.config), "--work-dir", str(run.folder), *resume,
+            # Paths relative to the repository (the tools run there): config.yaml,
+            # metrics.json and the logs name them so, for another clone.
+            "tools/train.py", run.settings["config"], "--work-dir", run.relative(run.folder),
+            *resume,
             "--set", *run.settings["set"], "output.progress=false",
         )  # fmt: skip
         if code != 0:
@@ -203,9 +205,8 @@ def _train_and_score(study: Study, run: Run, hold: int) -> dict:
             study,
             log_path,
             hold,
-            # relative to the repository (the tools run there): metrics.json names it so
             "tools/eval.py", run.relative(run.folder / f"{study.checkpoint}.pt"),
-            "--split", run.split, "--out", str(run.result.parent),
+            "--split", run.split, "--out", run.relative(run.result.parent),
         )  # fmt: skip
         if code != 0:
             return run.record(status="failed", returncode=code, error=_tail(log_path))

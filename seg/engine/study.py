@@ -138,7 +138,10 @@ class Study:
     root: Path = field(default_factory=Path.cwd)
     sweep: Sweep | None = None  # tune each variant on val first
     reference: str | None = None  # the variant the others are compared with (default: first)
-    equal_time: bool = False  # also train the others for the reference's training time
+    # Also train the others for the reference's training time: True sizes their iterations
+    # from the measured seconds per iteration; ``{variant: iterations}`` fixes them (what an
+    # earlier run measured), so that a rerun trains exactly the same.
+    equal_time: bool | dict[str, int] = False
 
     def __post_init__(self) -> None:
         self.seeds = list(dict.fromkeys(self.seeds))  # each seed once, in order
@@ -183,6 +186,7 @@ def read_study(path: str | Path, root: str | Path | None = None) -> Study:
     ]
     if not variants:
         raise StudyError(f"{path}: 'variants' is empty; name at least two variants to compare")
+    reference = _read_reference(path, raw.get("reference"), variants)
     return Study(
         variants=variants,
         seeds=raw.get("seeds") or list(DEFAULT_SEEDS),
@@ -194,8 +198,8 @@ def read_study(path: str | Path, root: str | Path | None = None) -> Study:
         num_images=4 if raw.get("images") is None else raw["images"],
         root=root,
         sweep=_read_sweep(path, raw.get("sweep")),
-        reference=_read_reference(path, raw.get("reference"), variants),
-        equal_time=bool(raw.get("equal_time", False)),
+        reference=reference,
+        equal_time=_read_equal_time(path, raw.get("equal_time", False), variants, reference),
     )
 
 
@@ -227,6 +231,26 @@ def _read_reference(path: Path, reference, variants: list[Variant]) -> str | Non
     if reference is not None and reference not in names:
         raise StudyError(f"{path}: reference {reference!r} is not a variant; the variants: {names}")
     return reference
+
+
+def _read_equal_time(
+    path: Path, spec, variants: list[Variant], reference: str | None
+) -> bool | dict[str, int]:
+    """``equal_time: true`` or ``{variant: iterations}`` for every variant but the reference."""
+    if isinstance(spec, bool):
+        return spec
+    others = [v.name for v in variants if v.name != (reference or variants[0].name)]
+    if (
+        not isinstance(spec, dict)
+        or sorted(spec) != sorted(others)
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in spec.values())
+    ):
+        raise StudyError(
+            f"{path}: 'equal_time' must be true/false or map every variant but the reference "
+            f"to its iterations ({others}, each a positive integer, e.g. the ones an earlier "
+            f"run's equal-time table printed), got {spec!r}"
+        )
+    return {name: int(n) for name, n in spec.items()}
 
 
 def _read_variant(path: Path, name: str, spec, base: str | None, root: Path) -> Variant:
@@ -424,7 +448,8 @@ def final_study(study: Study, chosen: dict[str, dict]) -> Study:
 
 def equal_time_study(study: Study, records: list[dict]) -> Study | None:
     """Every other variant trained for the reference's training time: ``train.iters`` scaled
-    by the ratio of their mean seconds per iteration in ``records`` (the final runs), in
+    by the ratio of their mean seconds per iteration in ``records`` (the final runs), or the
+    iterations the study file fixes (``equal_time: {variant: iterations}``), in
     ``OUT/equal_time``. None until every variant has a record for every seed (finished or
     failed): the ratios are those of all the seeds, the same in every ``--only`` process
     (one that finished its own seeds first would otherwise size another's runs from part
@@ -442,14 +467,16 @@ def equal_time_study(study: Study, records: list[dict]) -> Study | None:
     if study.reference_name not in seconds or any(math.isnan(v) for v in seconds.values()):
         return None
     reference = seconds[study.reference_name]
+    fixed = study.equal_time if isinstance(study.equal_time, dict) else {}
+    iters = {
+        name: fixed.get(name) or max(1, round(budget["iters"] * reference / seconds[name]))
+        for name in seconds
+    }
     variants = [
         Variant(
             f"{v.name} (equal time)",
             v.config,
-            [
-                *v.overrides,
-                f"train.iters={max(1, round(budget['iters'] * reference / seconds[v.name]))}",
-            ],
+            [*v.overrides, f"train.iters={iters[v.name]}"],
             base=v.name,
         )
         for v in study.variants
@@ -789,7 +816,9 @@ def _aggregate_variant(study: Study, variant: Variant, runs: list[dict]) -> dict
     row["collapsed"] = [r["seed"] for r in ok if r.get("collapsed")]
     classes = ok[0]["metrics"]["classes"] if ok else []
     row["classes"] = classes
-    row["IoU"] = [mean_std([_nan(r["metrics"]["IoU"][c]) for r in ok]) for c in range(len(classes))]
+    per_class = [[_nan(r["metrics"]["IoU"][c]) for r in ok] for c in range(len(classes))]
+    row["IoU"] = [mean_std(values) for values in per_class]
+    row["IoU_ci"] = [mean_ci(values)[1] for values in per_class]
     costs = [r["train"] for r in ok if r["train"]]
     row["params"] = costs[0]["params"] if costs else None
     row["seconds_per_iter"] = mean_std([c["seconds_per_iter"] for c in costs])
@@ -993,11 +1022,14 @@ def _sweep_table(study: Study, sweep_records: list[dict], chosen: dict) -> list[
 
 def _equal_time_table(study: Study, records: list[dict], timed: Study, timed_records) -> list[str]:
     rows = aggregate(timed, timed_records)
+    if isinstance(study.equal_time, dict):
+        sized = "the iterations the study file fixes (equal_time)"
+    else:
+        sized = "its iterations scaled by the ratio of seconds per iteration measured above"
     lines = [
         "",
         f"Equal training time: each variant trained for {study.reference_name}'s training "
-        "time (its iterations scaled by the ratio of seconds per iteration measured in the "
-        "runs above), scored on the same split:",
+        f"time ({sized}), scored on the same split:",
         "",
         "| variant | iterations | runs | collapsed | mIoU | mBIoU | aAcc | mAcc |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -1010,6 +1042,14 @@ def _equal_time_table(study: Study, records: list[dict], timed: Study, timed_rec
             f"| {row['variant']} | {iters} | {row['runs']}/{row['planned']} | "
             f"{len(row['collapsed'])} | " + " | ".join(figures) + " |"
         )
+    if not isinstance(study.equal_time, dict):
+        counts = ", ".join(f"{v.base}: {iterations_of(v)}" for v in timed.variants)
+        lines += [
+            "",
+            "The seconds per iteration depend on the machine and its load, so a rerun "
+            "measures other iterations; to train exactly these again, fix them in the study "
+            f"file: `equal_time: {{{counts}}}`.",
+        ]
     differences = paired_differences(
         study.reference_name, records, [v.name for v in timed.variants], timed_records
     )
@@ -1020,11 +1060,14 @@ def _class_table(rows: list[dict]) -> list[str]:
     classes = next((row["classes"] for row in rows if row["classes"]), [])
     if not classes:
         return []
-    lines = ["", "Per-class IoU (%):", ""]
+    lines = ["", "Per-class IoU (%), mean ± half-width of the 95 % interval:", ""]
     lines.append("| class | " + " | ".join(row["variant"] for row in rows) + " |")
     lines.append("|---|" + "---:|" * len(rows))
     for index, name in enumerate(classes):
-        cells = [_pct(row["IoU"][index]) if row["IoU"] else "-" for row in rows]
+        cells = [
+            _pct((row["IoU"][index][0], row["IoU_ci"][index])) if row["IoU"] else "-"
+            for row in rows
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -1052,7 +1095,7 @@ def _fitted(fig, text: str) -> str:
 
 
 def plot(study: Study, rows: list[dict], records: list[dict], path: Path) -> None:
-    """mIoU and mBIoU per variant: bars with ± std, each seed a dot on its bar."""
+    """mIoU and mBIoU per variant: bars with the 95 % interval, each seed a dot on its bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1063,8 +1106,9 @@ def plot(study: Study, rows: list[dict], records: list[dict], path: Path) -> Non
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(rows) + 2), 4))
     for offset, key in ((-0.2, "mIoU"), (0.2, "mBIoU")):
         means = [100 * row[key][0] for row in rows]
-        stds = [0 if math.isnan(row[key][1]) else 100 * row[key][1] for row in rows]
-        ax.bar(x + offset, means, 0.4, yerr=stds, capsize=3, label=key)
+        halves = [row.get(f"{key}_ci", math.nan) for row in rows]
+        halves = [0 if math.isnan(h) else 100 * h for h in halves]
+        ax.bar(x + offset, means, 0.4, yerr=halves, capsize=3, label=key)
         for index, row in enumerate(rows):
             seeds = [
                 100 * metric(r, key)
@@ -1074,7 +1118,9 @@ def plot(study: Study, rows: list[dict], records: list[dict], path: Path) -> Non
             ax.plot([x[index] + offset] * len(seeds), seeds, "k.", markersize=4)
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set_ylabel("%")
-    ax.set_title(_fitted(fig, f"{study.title}: mean ± std over seeds"), fontsize=TITLE_SIZE)
+    ax.set_title(
+        _fitted(fig, f"{study.title}: mean and 95 % interval over seeds"), fontsize=TITLE_SIZE
+    )
     ax.legend()
     fig.tight_layout()
     _save_figure(fig, path, dpi=120)
@@ -1190,16 +1236,20 @@ GROUPED_BARS_MAX = 60  # bars in one grouped chart; more (a sweep, many classes)
 
 def plot_per_class(study: Study, rows: list[dict], path: Path) -> None:
     """Per-class IoU of every variant in one chart: a group of bars per class (the mean
-    over seeds, ± std), or a heat map (variants x classes) where that many bars would not
+    over seeds, with its 95 % interval), or a heat map (variants x classes) where that many bars would not
     be readable (a sweep's many points, ADE20K's 150 classes)."""
     plt = _pyplot()
     rows = [
-        {**row, "IoU": [(_nan(m), _nan(sd)) for m, sd in row["IoU"]]}  # None (JSON): NaN
+        {  # None (JSON): NaN
+            **row,
+            "IoU": [(_nan(m), _nan(sd)) for m, sd in row["IoU"]],
+            "IoU_ci": [_nan(half) for half in row.get("IoU_ci") or [None] * len(row["IoU"])],
+        }
         for row in rows
         if row["runs"] and row["classes"]
     ]
     classes = rows[0]["classes"]
-    title = f"{study.title}: per-class IoU, mean ± std over seeds"
+    title = f"{study.title}: per-class IoU, mean and 95 % interval over seeds"
     if len(classes) * len(rows) > GROUPED_BARS_MAX:
         _per_class_heat_map(plt, rows, classes, title, path)
         return
@@ -1208,8 +1258,8 @@ def plot_per_class(study: Study, rows: list[dict], path: Path) -> None:
     x = np.arange(len(classes))
     for index, row in enumerate(rows):
         means = [100 * m if not math.isnan(m) else 0.0 for m, _ in row["IoU"]]
-        stds = [0.0 if math.isnan(sd) else 100 * sd for _, sd in row["IoU"]]
-        ax.bar(x + (index - (len(rows) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
+        halves = [0.0 if math.isnan(half) else 100 * half for half in row["IoU_ci"]]
+        ax.bar(x + (index - (len(rows) - 1) / 2) * width, means, width, yerr=halves, capsize=2,
                label=row["variant"])  # fmt: skip
     ax.set_xticks(x, classes, rotation=30, ha="right")
     ax.set_ylabel("IoU (%)")

@@ -415,7 +415,9 @@ def test_markdown_holds_a_row_per_variant_the_classes_and_the_failures(tmp_path,
     assert "| b | 1/3 | 0 | 30.00 | 15.00 | 90.00 | - | 2.500 | 0.200 | 300 |" in lines
     assert "| c | 0/3 | 0 | - | - | - | - | - | - | - |" in lines
     assert "| class | a | b | c |" in lines
-    assert "| road | 30.00 ± 14.14 | 10.00 | - |" in lines  # per class: mean ± std
+    # per class, too: mean ± the t interval's half-width (a's road: 2 of 3 runs had it)
+    road = 100 * scipy.stats.t.ppf(0.975, 1) * np.std([0.2, 0.4], ddof=1) / math.sqrt(2)
+    assert f"| road | 30.00 ± {road:.2f} | 10.00 | - |" in lines
     assert "- b seed 1: exit 1, ValueError: out of cheese" in lines
     assert "  (log: runs/c/seed0/compare.log)" in lines
     # a vs b: one common seed, no interval; a vs c: none
@@ -530,6 +532,45 @@ def test_equal_time_gives_each_variant_the_references_training_time(tmp_path, co
     # A seed that failed counts as done: the ratio comes from the runs that finished.
     failed = equal_time_study(study, [*records[:3], _failed("max", 1)])
     assert failed.variants[0].overrides[-1] == "train.iters=9"  # 3 iters x 0.30 / 0.10
+
+
+def test_equal_time_iterations_fixed_in_the_study_file_are_trained_as_given(tmp_path, config):
+    study = _study(config, tmp_path, ("lift", []), ("max", ["model.down=max", "model.up=bilinear"]),
+                   seeds=[0, 1],
+                   equal_time={"max": 7})  # fmt: skip
+    records = [_record("lift", s, 0.5, None, 0.30) for s in (0, 1)]
+    records += [_record("max", s, 0.4, None, spi) for s, spi in ((0, 0.10), (1, 0.20))]
+    timed = equal_time_study(study, records)  # measured: 6 (test above); fixed: 7
+    assert timed.variants[0].overrides[-1] == "train.iters=7"
+    rows = aggregate(study, records)
+    timed_records = [_record("max (equal time)", s, 0.45, None, 0.1) for s in (0, 1)]
+    fixed = markdown(study, rows, records, _header(), {"equal_time": (timed, timed_records)})
+    assert "the iterations the study file fixes" in fixed and "fix them in" not in fixed
+    measured = replace(study, equal_time=True)
+    text = markdown(measured, rows, records, _header(), {"equal_time": (timed, timed_records)})
+    # the measured iterations, printed as the study-file entry that trains them again
+    assert "`equal_time: {max: 7}`" in text
+
+
+@pytest.mark.parametrize(
+    "equal_time",
+    [{"max": 5}, {"b": 5, "max": 5, "z": 5}, {"b": 5, "max": 5, "lift": 5}, {"b": 0, "max": 5}, {"b": "5", "max": 5},
+     "yes"],
+)  # fmt: skip
+def test_read_study_refuses_equal_time_iterations_that_miss_or_add_a_variant(config, equal_time):
+    path = config.parent / "study.yaml"
+    variants = {
+        "lift": [],
+        "b": ["model.up=bilinear"],
+        "max": ["model.down=max", "model.up=bilinear"],
+    }
+    path.write_text(yaml.safe_dump({"config": "tiny.yaml", "variants": variants,
+                                    "reference": "lift", "equal_time": equal_time}))  # fmt: skip
+    with pytest.raises(StudyError, match=r"'equal_time' must be .*\['b', 'max'\]"):
+        read_study(path)
+    path.write_text(yaml.safe_dump({"config": "tiny.yaml", "variants": variants,
+                                    "reference": "lift", "equal_time": {"max": 4, "b": 3}}))  # fmt: skip
+    assert read_study(path).equal_time == {"max": 4, "b": 3}
 
 
 def test_read_study_takes_the_protocol(tmp_path, config):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -408,3 +409,28 @@ def test_a_run_another_process_failed_is_not_tried_again_until_the_next_command(
     monkeypatch.setattr(compare, "STARTED", compare.time.time() + 1)
     assert compare.run_study(study, "python tools/compare.py") == 1
     assert log.read_text().count("tools/train.py") == 2
+
+
+def test_the_tools_get_paths_relative_to_the_repository(tmp_path, tiny_config, load_tool,
+                                                        monkeypatch):  # fmt: skip
+    """The tools run in the repository: the config, work dir and checkpoint they are given
+    (and so config.yaml, metrics.json and the logs) name paths inside it relatively, so a
+    committed run folder holds no path of the machine that ran it."""
+    compare = load_tool("compare")
+    config = tmp_path / "configs" / "tiny.yaml"
+    config.parent.mkdir()
+    config.write_text(tiny_config.read_text())
+    out = str(tmp_path / "results" / "s")
+    study = _study(compare, str(config), "--out", out, "--seeds", "0", "--split", "test")
+    study = replace(study, root=tmp_path)
+    calls = []
+    monkeypatch.setattr(compare, "_run_logged", lambda args, log, hold: calls.append(args) or 0)
+    monkeypatch.setattr(compare, "read_record", lambda run: {"status": "ok"})
+    run = compare.plan_run(study, study.variants[0], 0)
+    run.folder.mkdir(parents=True)
+    compare._train_and_score(study, run, hold=0)
+    train, evaluate = calls
+    folder = f"results/s/runs/{study.variants[0].slug}/seed0"
+    assert train[1:4] == ["configs/tiny.yaml", "--work-dir", folder]
+    assert evaluate[1] == f"{folder}/last.pt"
+    assert evaluate[evaluate.index("--out") + 1] == f"{folder}/eval_test_last"
