@@ -39,7 +39,9 @@ The trainer inherits the lock, so a run stays held while it trains even if its
 record is kept in the run's folder); the next command tries it again.
 ``--only NAME ...`` runs those variants and tabulates them with whatever the others have
 finished; ``--tables`` runs nothing and rewrites the tables and pictures from the runs that
-finished. The command recorded in ``results.md`` leaves
+finished; ``--predictions`` draws predictions.png again, training again (in
+``OUT/retrained/``, with the recorded settings) a run whose checkpoint is gone, and says in
+predictions.json whether that copy scores what the run recorded. The command recorded in ``results.md`` leaves
 both out: it is the one that reproduces the whole study. A run that fails is
 reported in the tables and in the exit status (1), never averaged in; the others go on.
 Paths in ``--set`` values (``data.root=...``) are read from the repository root, where the
@@ -60,6 +62,7 @@ tools run. ``OUT`` holds::
     curves.png            validation mIoU against iterations and training seconds
     sweep.png             the tuning metric at each sweep point, per variant
     predictions.png       the same SPLIT images predicted by every variant, with the truth
+    retrained/            (--predictions) runs trained again for predictions.png
     sweep/, equal_time/   the tuning and equal-time runs, with their own tables
 
 The study itself (study files, budget checks, finished runs, tables, plots) is the library
@@ -70,18 +73,22 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from seg.config import ConfigError
-from seg.engine.checkpoint import find_latest
+from seg.engine.checkpoint import find_latest, write_text_atomic
 from seg.engine.study import (
     FAILED_FILE,
+    LOCK_FILE,
     Run,
     Study,
     StudyError,
@@ -91,6 +98,7 @@ from seg.engine.study import (
     claim_run,
     equal_time_study,
     final_study,
+    first_finished,
     held_runs,
     hold_run,
     metric,
@@ -354,7 +362,11 @@ def run_study(study: Study, command: str) -> int:
             if prediction_grid(study, records, study.out / "predictions.png"):
                 print(f"wrote {study.out / 'predictions.png'}")
         except (OSError, ValueError, RuntimeError, ConfigError) as error:
-            print(f"warning: no predictions.png: {error}", file=sys.stderr)
+            print(
+                f"warning: no predictions.png ({error}); --predictions draws it, training "
+                "again a run whose checkpoint is gone",
+                file=sys.stderr,
+            )
     except KeyboardInterrupt:
         if records:  # interrupted while writing the final tables: write them whole
             write_results(study, records, header, extra)
@@ -372,6 +384,92 @@ def run_study(study: Study, command: str) -> int:
         print(f"{len(failed)} run(s) failed; see results.md", file=sys.stderr)
         return 1
     return 0
+
+
+# ---------------------------------------------------------------- predictions.png again
+
+RETRAINED = "retrained"  # in OUT: copies of runs whose checkpoint is gone, for the pictures
+# A retrained copy scores what its run recorded when mIoU and mBIoU agree to this (the
+# tables' last digit, in %).
+SAME_SCORE = 5e-5
+
+
+def draw_predictions(study: Study, command: str) -> int:
+    """``--predictions``: predictions.png from each variant's first finished seed. A run
+    whose checkpoint is gone (not committed, another machine) is trained again with its
+    recorded settings in ``OUT/retrained/VARIANT/seedN`` (its run folder is not touched)
+    and scored like it; ``predictions.json`` says which columns are retrained copies and
+    whether each scores what its run recorded (the picture is of that copy either way)."""
+    try:
+        return _draw_predictions(study, command)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+
+
+def _draw_predictions(study: Study, command: str) -> int:
+    study, records, _, _ = _protocol(study, command)  # only=[]: runs nothing
+    checkpoints, titles, columns = {}, {}, []
+    for name, record in first_finished(records).items():
+        variant = next(v for v in study.variants if v.name == name)
+        path = study.root / record["dir"] / f"{study.checkpoint}.pt"
+        column = {"variant": name, "seed": record["seed"], "retrained": not path.is_file()}
+        if column["retrained"]:
+            copy = _retrain(study, variant, record["seed"])
+            if copy["status"] != "ok":
+                print(f"error: retraining failed; see {copy['dir']}/compare.log", file=sys.stderr)
+                return 1
+            path = study.root / copy["dir"] / f"{study.checkpoint}.pt"
+            column.update(_scores_compared(record, copy))
+            titles[name] = f"{name} (retrained)"
+        column["checkpoint"] = (
+            str(path.relative_to(study.root)) if path.is_relative_to(study.root) else str(path)
+        )
+        checkpoints[name] = path
+        columns.append(column)
+    if not prediction_grid(study, records, study.out / "predictions.png", checkpoints, titles):
+        print("error: no finished run to draw", file=sys.stderr)
+        return 1
+    split = next(iter(first_finished(records).values()))["split"]
+    payload = {"split": split, "checkpoint": study.checkpoint, "columns": columns}
+    write_text_atomic(study.out / "predictions.json", json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {study.out / 'predictions.png'}, {study.out / 'predictions.json'}")
+    return 0
+
+
+def _retrain(study: Study, variant: Variant, seed: int) -> dict:
+    """(variant, seed) trained and scored again in ``OUT/retrained/VARIANT/seedN`` (or
+    what an earlier --predictions left there), its record."""
+    run = plan_run(study, variant, seed)
+    folder = study.out / RETRAINED / variant.slug / f"seed{seed}"
+    copy = replace(run, folder=folder, result=folder / run.result.relative_to(run.folder))
+    with hold_run(folder) as hold:
+        if hold is None:
+            raise StudyError(f"{folder} is held by another process; try again when it ends")
+        where = f"{variant.name}, seed {seed}: no {run.folder.name}/{study.checkpoint}.pt;"
+        if (folder / f"{study.checkpoint}.pt").is_file() and copy.trained and copy.scored:
+            print(f"{where} its copy in {copy.relative(folder)}", flush=True)
+            return read_record(copy)
+        # A copy without its checkpoint (made on another clone): this tool's own folder,
+        # emptied for a fresh copy.
+        for path in folder.iterdir():
+            if path.name != LOCK_FILE:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        print(f"{where} training it again in {copy.relative(folder)}", flush=True)
+        return _train_and_score(study, copy, hold)
+
+
+def _scores_compared(record: dict, copy: dict) -> dict:
+    recorded = {key: metric(record, key) for key in ("mIoU", "mBIoU")}
+    again = {key: metric(copy, key) for key in ("mIoU", "mBIoU")}
+    same = all(abs(recorded[key] - again[key]) < SAME_SCORE for key in recorded)
+    print(
+        "    scores "
+        + ", ".join(f"{k} {100 * again[k]:.2f} (run: {100 * recorded[k]:.2f})" for k in again)
+        + ("" if same else ": NOT the scores of the run the tables hold"),
+        flush=True,
+    )
+    return {"recorded": recorded, "retrained_scores": again, "same_scores": same}
 
 
 # ---------------------------------------------------------------- command line
@@ -402,6 +500,12 @@ def _parser() -> argparse.ArgumentParser:
         "--tables",
         action="store_true",
         help="run nothing: rewrite the tables and pictures from the runs that finished",
+    )
+    parser.add_argument(
+        "--predictions",
+        action="store_true",
+        help="run nothing but predictions.png (and predictions.json): a run whose checkpoint "
+        "is gone is trained again with its settings in OUT/retrained/",
     )
     parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="for all")
@@ -436,7 +540,7 @@ def _study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Study:
         title=args.title,
         device=args.device,
         num_images=args.images,
-        only=[] if args.tables else args.only,
+        only=[] if args.tables or args.predictions else args.only,
     )
 
 
@@ -445,7 +549,7 @@ def _study_arguments(argv: list[str]) -> list[str]:
     process runs, not what the study is: the command recorded reproduces the whole study."""
     kept, skipping = [], False
     for arg in argv:
-        if arg in ("--only", "--tables"):
+        if arg in ("--only", "--tables", "--predictions"):
             skipping = arg == "--only"
             continue
         if skipping and not arg.startswith("--"):
@@ -469,6 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         study = _study(args, parser)
         os.chdir(ROOT)  # the tools run here: relative data roots mean the same to all
         signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: the run saves first
+        if args.predictions:
+            return draw_predictions(study, command)
         return run_study(study, command)
     except (StudyError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)

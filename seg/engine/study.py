@@ -1340,27 +1340,43 @@ def _pyplot():
 # ---------------------------------------------------------------- predictions
 
 
-def prediction_grid(study: Study, records: list[dict], path: Path) -> bool:
-    """The first ``num_images`` images of the split: image | truth | each variant (its first
-    finished seed), as a titled PNG. False (nothing written) when no run finished."""
-    from seg.data import build_dataset, build_val_transform
-    from seg.data.transforms import denormalize
-    from seg.engine.visualize import comparison_row, one_above_another, save_titled
-
+def first_finished(records: list[dict]) -> dict[str, dict]:
+    """Each variant's first finished record (records are in seed order): the run whose
+    predictions predictions.png shows."""
     chosen: dict[str, dict] = {}
     for record in records:
         if record["status"] == "ok" and record["variant"] not in chosen:
             chosen[record["variant"]] = record
+    return chosen
+
+
+def prediction_grid(
+    study: Study,
+    records: list[dict],
+    path: Path,
+    checkpoints: dict[str, Path] | None = None,
+    titles: dict[str, str] | None = None,
+) -> bool:
+    """The first ``num_images`` images of the split: image | truth | each variant (its first
+    finished seed), as a titled PNG. False (nothing written) when no run finished.
+    ``checkpoints``: a variant's weights from elsewhere than its run folder (a retrained
+    copy), ``titles``: a column's title other than the variant's name."""
+    from seg.data import build_dataset, build_val_transform
+    from seg.data.transforms import denormalize
+    from seg.engine.visualize import comparison_row, one_above_another, save_titled
+
+    chosen = first_finished(records)
     if not chosen or study.num_images <= 0:
         return False
+    checkpoints, titles = checkpoints or {}, titles or {}
     columns, samples, dataset, meta = {}, [], None, {}
     for name, record in chosen.items():
-        model, cfg, meta = _load_model(study, record)
+        model, cfg, meta = _load_model(study, record, checkpoints.get(name))
         if dataset is None:
             transform = build_val_transform(meta["mean"], meta["std"])
             dataset = build_dataset(cfg.data, record["split"], transform=transform)
             samples = [dataset[i] for i in range(min(study.num_images, len(dataset)))]
-        columns[name] = [_predict_labels(model, cfg, image) for image, _ in samples]
+        columns[titles.get(name, name)] = [_predict_labels(model, cfg, i) for i, _ in samples]
     palette = np.asarray(meta["palette"], dtype=np.uint8)
     rows = [
         comparison_row(
@@ -1377,10 +1393,10 @@ def prediction_grid(study: Study, records: list[dict], path: Path) -> bool:
     return True
 
 
-def _load_model(study: Study, record: dict):
+def _load_model(study: Study, record: dict, checkpoint: Path | None = None):
     from seg.engine.checkpoint import load_for_inference
 
-    checkpoint = study.root / record["dir"] / f"{study.checkpoint}.pt"
+    checkpoint = checkpoint or study.root / record["dir"] / f"{study.checkpoint}.pt"
     overrides = (f"eval.split={record['split']}",)
     return load_for_inference(checkpoint, overrides, device=study.device or "cpu")
 

@@ -434,3 +434,45 @@ def test_the_tools_get_paths_relative_to_the_repository(tmp_path, tiny_config, l
     assert train[1:4] == ["configs/tiny.yaml", "--work-dir", folder]
     assert evaluate[1] == f"{folder}/last.pt"
     assert evaluate[evaluate.index("--out") + 1] == f"{folder}/eval_test_last"
+
+
+@pytest.mark.slow
+def test_predictions_train_again_a_run_whose_checkpoint_is_gone(tmp_path, tiny_config,
+                                                                compare_cli):  # fmt: skip
+    """As on a clone (checkpoints are not committed): --predictions trains the run again
+    beside it, with its recorded settings, leaves the run's folder as it was, and the copy
+    scores exactly what the run recorded; a second call reuses the copy."""
+    out = tmp_path / "study"
+    args = [tiny_config, "--variant", "lift/lift", "model.down=lift", "model.up=lift",
+            "--variant", "max/bilinear", "model.down=max", "model.up=bilinear",
+            "--seeds", 0, 1, "--images", 2, "--out", out]  # fmt: skip
+    compare_cli(*args, check=0)
+    run = out / "runs" / "max-bilinear" / "seed0"
+    (run / "last.pt").unlink()
+    (out / "predictions.png").unlink()
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    first = compare_cli(*args, "--predictions", check=0)
+    assert "max/bilinear, seed 0: no seed0/last.pt; training it again" in first.stdout
+    columns = {
+        c["variant"]: c for c in json.loads((out / "predictions.json").read_text())["columns"]
+    }
+    assert columns["lift/lift"] == {"variant": "lift/lift", "seed": 0, "retrained": False,
+                                    "checkpoint": str(out / "runs/lift-lift/seed0/last.pt")}  # fmt: skip
+    copy = out / "retrained" / "max-bilinear" / "seed0"
+    assert columns["max/bilinear"]["retrained"] and columns["max/bilinear"]["same_scores"]
+    assert columns["max/bilinear"]["checkpoint"] == str(copy / "last.pt")
+    recorded = _run_metrics(out, "max-bilinear", 0)
+    again = json.loads((copy / "metrics.json").read_text())
+    assert (again["mIoU"], again["mBIoU"]) == (recorded["mIoU"], recorded["mBIoU"])
+    assert again["confusion_matrix"] == recorded["confusion_matrix"]
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before
+    assert Image.open(out / "predictions.png").size[0] > 0
+    trained = (copy / "last.pt").stat().st_mtime_ns
+    second = compare_cli(*args, "--predictions", check=0)
+    assert "training it again" not in second.stdout and "its copy in" in second.stdout
+    assert (copy / "last.pt").stat().st_mtime_ns == trained
+    # On another clone the copy's checkpoint is gone too: trained again, same scores.
+    (copy / "last.pt").unlink()
+    third = compare_cli(*args, "--predictions", check=0)
+    assert "training it again" in third.stdout and (copy / "last.pt").is_file()
+    assert json.loads((copy / "metrics.json").read_text())["mIoU"] == recorded["mIoU"]
