@@ -41,8 +41,8 @@ record is kept in the run's folder); the next command tries it again.
 finished; ``--tables`` runs nothing and rewrites the tables and pictures from the runs that
 finished; ``--predictions`` draws predictions.png again, training again (in
 ``OUT/retrained/``, with the recorded settings) a run whose checkpoint is gone, and says in
-predictions.json whether that copy scores what the run recorded. The command recorded in ``results.md`` leaves
-both out: it is the one that reproduces the whole study. A run that fails is
+predictions.json whether that copy scores what the run recorded. The command recorded in
+``results.md`` leaves them out: it is the one that reproduces the whole study. A run that fails is
 reported in the tables and in the exit status (1), never averaged in; the others go on.
 Paths in ``--set`` values (``data.root=...``) are read from the repository root, where the
 tools run. ``OUT`` holds::
@@ -545,8 +545,9 @@ def _study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Study:
 
 
 def _study_arguments(argv: list[str]) -> list[str]:
-    """The arguments without ``--only NAME ...`` and ``--tables``, which choose what this
-    process runs, not what the study is: the command recorded reproduces the whole study."""
+    """The arguments without ``--only NAME ...``, ``--tables`` and ``--predictions``, which
+    choose what this process does, not what the study is: the command recorded reproduces
+    the whole study."""
     kept, skipping = [], False
     for arg in argv:
         if arg in ("--only", "--tables", "--predictions"):

@@ -1236,8 +1236,8 @@ GROUPED_BARS_MAX = 60  # bars in one grouped chart; more (a sweep, many classes)
 
 def plot_per_class(study: Study, rows: list[dict], path: Path) -> None:
     """Per-class IoU of every variant in one chart: a group of bars per class (the mean
-    over seeds, with its 95 % interval), or a heat map (variants x classes) where that many bars would not
-    be readable (a sweep's many points, ADE20K's 150 classes)."""
+    over seeds, with its 95 % interval), or a heat map (variants x classes) where that many
+    bars would not be readable (a sweep's many points, ADE20K's 150 classes)."""
     plt = _pyplot()
     rows = [
         {  # None (JSON): NaN
