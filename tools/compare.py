@@ -74,6 +74,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import shlex
 import shutil
@@ -86,6 +87,7 @@ from pathlib import Path
 
 from seg.config import ConfigError
 from seg.engine.checkpoint import find_latest, write_text_atomic
+from seg.engine.evaluator import json_ready
 from seg.engine.study import (
     FAILED_FILE,
     LOCK_FILE,
@@ -408,7 +410,11 @@ def draw_predictions(study: Study, command: str) -> int:
 
 
 def _draw_predictions(study: Study, command: str) -> int:
-    study, records, _, _ = _protocol(study, command)  # only=[]: runs nothing
+    if study.num_images <= 0:
+        print("error: --images 0 leaves nothing to draw; give 1 or more", file=sys.stderr)
+        return 2
+    # only=[]: trains nothing, rewrites the tables as --tables does
+    study, records, _, _ = _protocol(study, command)
     checkpoints, titles, columns = {}, {}, []
     for name, record in first_finished(records).items():
         variant = next(v for v in study.variants if v.name == name)
@@ -432,7 +438,8 @@ def _draw_predictions(study: Study, command: str) -> int:
         return 1
     split = next(iter(first_finished(records).values()))["split"]
     payload = {"split": split, "checkpoint": study.checkpoint, "columns": columns}
-    write_text_atomic(study.out / "predictions.json", json.dumps(payload, indent=2) + "\n")
+    text = json.dumps(json_ready(payload), indent=2, allow_nan=False)
+    write_text_atomic(study.out / "predictions.json", text + "\n")
     print(f"wrote {study.out / 'predictions.png'}, {study.out / 'predictions.json'}")
     return 0
 
@@ -447,14 +454,20 @@ def _retrain(study: Study, variant: Variant, seed: int) -> dict:
         if hold is None:
             raise StudyError(f"{folder} is held by another process; try again when it ends")
         where = f"{variant.name}, seed {seed}: no {run.folder.name}/{study.checkpoint}.pt;"
-        if (folder / f"{study.checkpoint}.pt").is_file() and copy.trained and copy.scored:
+        try:
+            claim_run(study, copy)
+            # trained, but its checkpoint gone too (the copy was made on another clone)
+            stale = copy.trained and not (folder / f"{study.checkpoint}.pt").is_file()
+        except StudyError:  # trained with other settings: the study changed since
+            stale = True
+        if stale:  # this tool's own folder: emptied for a fresh copy
+            for path in folder.iterdir():
+                if path.name != LOCK_FILE:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+        elif copy.trained and copy.scored:
             print(f"{where} its copy in {copy.relative(folder)}", flush=True)
             return read_record(copy)
-        # A copy without its checkpoint (made on another clone): this tool's own folder,
-        # emptied for a fresh copy.
-        for path in folder.iterdir():
-            if path.name != LOCK_FILE:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        # an interrupted copy continues from its last.pt
         print(f"{where} training it again in {copy.relative(folder)}", flush=True)
         return _train_and_score(study, copy, hold)
 
@@ -462,7 +475,11 @@ def _retrain(study: Study, variant: Variant, seed: int) -> dict:
 def _scores_compared(record: dict, copy: dict) -> dict:
     recorded = {key: metric(record, key) for key in ("mIoU", "mBIoU")}
     again = {key: metric(copy, key) for key in ("mIoU", "mBIoU")}
-    same = all(abs(recorded[key] - again[key]) < SAME_SCORE for key in recorded)
+    same = all(
+        abs(recorded[key] - again[key]) < SAME_SCORE
+        or (math.isnan(recorded[key]) and math.isnan(again[key]))
+        for key in recorded
+    )
     print(
         "    scores "
         + ", ".join(f"{k} {100 * again[k]:.2f} (run: {100 * recorded[k]:.2f})" for k in again)
@@ -504,8 +521,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--predictions",
         action="store_true",
-        help="run nothing but predictions.png (and predictions.json): a run whose checkpoint "
-        "is gone is trained again with its settings in OUT/retrained/",
+        help="draw predictions.png (and predictions.json) again, training nothing but a run "
+        "whose checkpoint is gone, again with its settings in OUT/retrained/",
     )
     parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="for all")

@@ -237,12 +237,13 @@ def _read_equal_time(
     path: Path, spec, variants: list[Variant], reference: str | None
 ) -> bool | dict[str, int]:
     """``equal_time: true`` or ``{variant: iterations}`` for every variant but the reference."""
-    if isinstance(spec, bool):
-        return spec
+    if spec is None or isinstance(spec, bool):
+        return bool(spec)
     others = [v.name for v in variants if v.name != (reference or variants[0].name)]
     if (
         not isinstance(spec, dict)
-        or sorted(spec) != sorted(others)
+        or sorted(map(str, spec)) != sorted(others)
+        or not all(isinstance(name, str) for name in spec)
         or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in spec.values())
     ):
         raise StudyError(

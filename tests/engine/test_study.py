@@ -554,8 +554,8 @@ def test_equal_time_iterations_fixed_in_the_study_file_are_trained_as_given(tmp_
 
 @pytest.mark.parametrize(
     "equal_time",
-    [{"max": 5}, {"b": 5, "max": 5, "z": 5}, {"b": 5, "max": 5, "lift": 5}, {"b": 0, "max": 5}, {"b": "5", "max": 5},
-     "yes"],
+    [{"max": 5}, {"b": 5, "max": 5, "z": 5}, {"b": 5, "max": 5, "lift": 5}, {"b": 0, "max": 5},
+     {"b": "5", "max": 5}, {1: 5, "max": 5}, "yes"],
 )  # fmt: skip
 def test_read_study_refuses_equal_time_iterations_that_miss_or_add_a_variant(config, equal_time):
     path = config.parent / "study.yaml"
@@ -571,6 +571,9 @@ def test_read_study_refuses_equal_time_iterations_that_miss_or_add_a_variant(con
     path.write_text(yaml.safe_dump({"config": "tiny.yaml", "variants": variants,
                                     "reference": "lift", "equal_time": {"max": 4, "b": 3}}))  # fmt: skip
     assert read_study(path).equal_time == {"max": 4, "b": 3}
+    path.write_text(yaml.safe_dump({"config": "tiny.yaml", "variants": variants,
+                                    "equal_time": None}))  # fmt: skip
+    assert read_study(path).equal_time is False  # an empty key: no equal-time phase
 
 
 def test_read_study_takes_the_protocol(tmp_path, config):

@@ -476,3 +476,30 @@ def test_predictions_train_again_a_run_whose_checkpoint_is_gone(tmp_path, tiny_c
     third = compare_cli(*args, "--predictions", check=0)
     assert "training it again" in third.stdout and (copy / "last.pt").is_file()
     assert json.loads((copy / "metrics.json").read_text())["mIoU"] == recorded["mIoU"]
+
+
+def test_a_retrained_copy_continues_when_interrupted_and_starts_over_when_stale(
+    tmp_path, tiny_config, load_tool, monkeypatch
+):
+    """--predictions' copy of a run: an interrupted one (last.pt, no metrics) continues
+    from its last.pt; one trained with other settings (the study changed) is replaced."""
+    compare = load_tool("compare")
+    study = _study(compare, str(tiny_config), "--out", str(tmp_path / "s"), "--seeds", "0")
+    variant = study.variants[0]
+    calls = []
+    monkeypatch.setattr(compare, "_run_logged", lambda args, log, hold: calls.append(args) or 0)
+    monkeypatch.setattr(compare, "read_record", lambda run: {"status": "ok"})
+    copy = study.out / "retrained" / variant.slug / "seed0"
+    copy.mkdir(parents=True)
+    (copy / "last.pt").write_bytes(b"weights so far")
+    compare._retrain(study, variant, 0)
+    assert "--resume" in calls[0] and (copy / "last.pt").read_bytes() == b"weights so far"
+    settings = json.loads((copy / "compare_run.json").read_text())
+    settings["resolved"]["train"]["lr"] = 123.0  # trained by another version of the study
+    (copy / "compare_run.json").write_text(json.dumps(settings))
+    (copy / "metrics.json").write_text("{}")  # finished and scored, with those settings
+    calls.clear()
+    compare._retrain(study, variant, 0)
+    assert "--resume" not in calls[0] and not (copy / "last.pt").exists()
+    assert not (copy / "metrics.json").exists()
+    assert json.loads((copy / "compare_run.json").read_text())["resolved"]["train"]["lr"] != 123.0
