@@ -37,13 +37,14 @@ VARIANTS = ["lift/lift", "max/maxunpool", "max/bilinear"]
 
 
 def run(*args: object) -> None:
-    """Run a tool from the repository root, printing it as a user would type it."""
+    """Run a tool from the repository root, as printed: as a user would type it (paths
+    inside the repository relative to it, so the tables' recorded command is too)."""
     shown = [
         str(a.relative_to(ROOT)) if isinstance(a, Path) and a.is_relative_to(ROOT) else str(a)
         for a in args
     ]
     print(f"\n$ python {shlex.join(shown)}", flush=True)
-    code = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT).returncode
+    code = subprocess.run([sys.executable, *shown], cwd=ROOT).returncode
     if code != 0:
         raise StepFailed(f"`python {shlex.join(shown)}` exited {code} (its output is above)", code)
 
