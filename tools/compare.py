@@ -416,7 +416,8 @@ def _draw_predictions(study: Study, command: str) -> int:
     # only=[]: trains nothing, rewrites the tables as --tables does
     study, records, _, _ = _protocol(study, command)
     checkpoints, titles, columns = {}, {}, []
-    for name, record in first_finished(records).items():
+    chosen = first_finished(records)
+    for name, record in chosen.items():
         variant = next(v for v in study.variants if v.name == name)
         path = study.root / record["dir"] / f"{study.checkpoint}.pt"
         column = {"variant": name, "seed": record["seed"], "retrained": not path.is_file()}
@@ -436,7 +437,7 @@ def _draw_predictions(study: Study, command: str) -> int:
     if not prediction_grid(study, records, study.out / "predictions.png", checkpoints, titles):
         print("error: no finished run to draw", file=sys.stderr)
         return 1
-    split = next(iter(first_finished(records).values()))["split"]
+    split = next(iter(chosen.values()))["split"]
     payload = {"split": split, "checkpoint": study.checkpoint, "columns": columns}
     text = json.dumps(json_ready(payload), indent=2, allow_nan=False)
     write_text_atomic(study.out / "predictions.json", text + "\n")
