@@ -41,7 +41,9 @@ record is kept in the run's folder); the next command tries it again.
 finished; ``--tables`` runs nothing and rewrites the tables and pictures from the runs that
 finished; ``--predictions`` draws predictions.png again, training again (in
 ``OUT/retrained/``, with the recorded settings) a run whose checkpoint is gone, and says in
-predictions.json whether that copy scores what the run recorded. The command recorded in
+predictions.json whether that copy scores what the run recorded (two such processes
+side by side share the copies: each trains one the other does not hold, then waits for
+the rest). The command recorded in
 ``results.md`` leaves them out: it is the one that reproduces the whole study. A run that fails is
 reported in the tables and in the exit status (1), never averaged in; the others go on.
 Paths in ``--set`` values (``data.root=...``) are read from the repository root, where the
@@ -415,19 +417,20 @@ def _draw_predictions(study: Study, command: str) -> int:
         return 2
     # only=[]: trains nothing, rewrites the tables as --tables does
     study, records, _, _ = _protocol(study, command)
-    checkpoints, titles, columns = {}, {}, []
     chosen = first_finished(records)
+    copies = _retrain_all(study, chosen)
+    failed = [copy for copy in copies.values() if copy["status"] != "ok"]
+    if failed:
+        for copy in failed:
+            print(f"error: retraining failed; see {copy['dir']}/compare.log", file=sys.stderr)
+        return 1
+    checkpoints, titles, columns = {}, {}, []
     for name, record in chosen.items():
-        variant = next(v for v in study.variants if v.name == name)
+        column = {"variant": name, "seed": record["seed"], "retrained": name in copies}
         path = study.root / record["dir"] / f"{study.checkpoint}.pt"
-        column = {"variant": name, "seed": record["seed"], "retrained": not path.is_file()}
         if column["retrained"]:
-            copy = _retrain(study, variant, record["seed"])
-            if copy["status"] != "ok":
-                print(f"error: retraining failed; see {copy['dir']}/compare.log", file=sys.stderr)
-                return 1
-            path = study.root / copy["dir"] / f"{study.checkpoint}.pt"
-            column.update(_scores_compared(record, copy))
+            path = study.root / copies[name]["dir"] / f"{study.checkpoint}.pt"
+            column.update(_scores_compared(record, copies[name]))
             titles[name] = f"{name} (retrained)"
         column["checkpoint"] = (
             str(path.relative_to(study.root)) if path.is_relative_to(study.root) else str(path)
@@ -445,15 +448,55 @@ def _draw_predictions(study: Study, command: str) -> int:
     return 0
 
 
-def _retrain(study: Study, variant: Variant, seed: int) -> dict:
+def _retrain_all(study: Study, chosen: dict[str, dict]) -> dict[str, dict]:
+    """The copies of the chosen runs whose checkpoint is gone, by variant name. A copy
+    another ``--predictions`` process is training is left to it and waited for at the end
+    (two processes started side by side share the work); one it stopped, this one trains."""
+    variants = {variant.name: variant for variant in study.variants}
+    gone = [
+        name
+        for name, record in chosen.items()
+        if not (study.root / record["dir"] / f"{study.checkpoint}.pt").is_file()
+    ]
+    copies, held, waiting_for = {}, [], 0
+    for name in gone:
+        copy = _retrain(study, variants[name], chosen[name]["seed"])
+        if copy is None:
+            print(
+                f"{name}: another process is training it again; back to it at the end", flush=True
+            )
+            held.append(name)
+        else:
+            copies[name] = copy
+    while held:
+        if len(held) != waiting_for:
+            names = ", ".join(held)
+            print(
+                f"waiting for {len(held)} copies other processes are training: {names}", flush=True
+            )
+            waiting_for = len(held)
+        _sleep(POLL_SECONDS)
+        still = []
+        for name in held:
+            copy = _retrain(study, variants[name], chosen[name]["seed"])
+            if copy is None:
+                still.append(name)
+            else:
+                copies[name] = copy
+        held = still
+    return {name: copies[name] for name in gone}
+
+
+def _retrain(study: Study, variant: Variant, seed: int) -> dict | None:
     """(variant, seed) trained and scored again in ``OUT/retrained/VARIANT/seedN`` (or
-    what an earlier --predictions left there), its record."""
+    what an earlier --predictions left there), its record; None while another process
+    holds that folder (training the copy)."""
     run = plan_run(study, variant, seed)
     folder = study.out / RETRAINED / variant.slug / f"seed{seed}"
     copy = replace(run, folder=folder, result=folder / run.result.relative_to(run.folder))
     with hold_run(folder) as hold:
         if hold is None:
-            raise StudyError(f"{folder} is held by another process; try again when it ends")
+            return None
         where = f"{variant.name}, seed {seed}: no {run.folder.name}/{study.checkpoint}.pt;"
         try:
             claim_run(study, copy)

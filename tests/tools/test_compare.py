@@ -503,3 +503,44 @@ def test_a_retrained_copy_continues_when_interrupted_and_starts_over_when_stale(
     assert "--resume" not in calls[0] and not (copy / "last.pt").exists()
     assert not (copy / "metrics.json").exists()
     assert json.loads((copy / "compare_run.json").read_text())["resolved"]["train"]["lr"] != 123.0
+
+
+def test_two_predictions_processes_share_the_copies(
+    tmp_path, tiny_config, load_tool, monkeypatch, capsys
+):
+    """a's copy is held (another --predictions process trains it): this one trains b's,
+    then waits for a's; the holder stops without finishing it, so this one trains it. c's
+    run still has its checkpoint: no copy of it."""
+    compare = load_tool("compare")
+    pairs = {"a": "maxunpool", "b": "bilinear", "c": "bilinear+skip"}
+    variants = sum(
+        (["--variant", n, f"model.up={up}", "model.down=max"] for n, up in pairs.items()), []
+    )
+    study = _study(
+        compare, str(tiny_config), *variants, "--out", str(tmp_path / "s"), "--seeds", "0"
+    )
+    study = replace(study, root=tmp_path)
+    trained = []  # the run folder of each tool call (train, then eval)
+    monkeypatch.setattr(
+        compare, "_run_logged", lambda args, log, hold: trained.append(log.parent.parent.name) or 0
+    )
+    monkeypatch.setattr(compare, "read_record", lambda run: {"status": "ok", "dir": run.folder})
+    holder = hold_run(study.out / "retrained" / "a" / "seed0")
+    assert holder.__enter__() is not None
+    polls = []
+
+    def sleep(seconds):  # the other process stops while this one waits
+        polls.append(seconds)
+        holder.__exit__(None, None, None)
+
+    monkeypatch.setattr(compare, "_sleep", sleep)
+    (tmp_path / "runs" / "c" / "seed0").mkdir(parents=True)
+    (tmp_path / "runs" / "c" / "seed0" / "last.pt").write_bytes(b"weights")
+    chosen = {name: {"dir": f"runs/{name}/seed0", "seed": 0} for name in pairs}
+    copies = compare._retrain_all(study, chosen)
+    assert list(copies) == ["a", "b"]
+    assert copies["a"]["dir"] == study.out / "retrained" / "a" / "seed0"
+    assert trained == ["b", "b", "a", "a"] and polls == [compare.POLL_SECONDS]
+    out = capsys.readouterr().out
+    assert "a: another process is training it again; back to it at the end" in out
+    assert "waiting for 1 copies other processes are training: a" in out
