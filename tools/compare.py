@@ -113,6 +113,7 @@ from seg.engine.study import (
     read_record,
     read_study,
     refresh_records,
+    relative_to,
     results_header,
     study_from_configs,
     sweep_study,
@@ -432,9 +433,7 @@ def _draw_predictions(study: Study, command: str) -> int:
             path = study.root / copies[name]["dir"] / f"{study.checkpoint}.pt"
             column.update(_scores_compared(record, copies[name]))
             titles[name] = f"{name} (retrained)"
-        column["checkpoint"] = (
-            str(path.relative_to(study.root)) if path.is_relative_to(study.root) else str(path)
-        )
+        column["checkpoint"] = relative_to(path, study.root)
         checkpoints[name] = path
         columns.append(column)
     if not prediction_grid(study, records, study.out / "predictions.png", checkpoints, titles):

@@ -527,6 +527,13 @@ def run_settings(study: Study, variant: Variant, seed: int) -> dict:
     }
 
 
+def relative_to(path: str | Path, root: Path) -> str:
+    """``path`` relative to the study's ``root`` when it lies inside it (records name files
+    so that another clone finds them), else as given."""
+    where, root = Path(path).resolve(), root.resolve()
+    return str(where.relative_to(root)) if where.is_relative_to(root) else str(path)
+
+
 @dataclass(frozen=True)
 class Run:
     """One (variant, seed) of a study: its folder, what it trains, the file that scores it."""
@@ -548,10 +555,7 @@ class Run:
         return self.result.is_file()
 
     def relative(self, path: str | Path) -> str:
-        """``path`` relative to the study's root when it lies inside it (records name files
-        so that another clone finds them), else as given."""
-        where, root = Path(path).resolve(), self.root.resolve()
-        return str(where.relative_to(root)) if where.is_relative_to(root) else str(path)
+        return relative_to(path, self.root)
 
     def record(self, **outcome) -> dict:
         """The run's record with ``outcome`` (status and its figures or error) added."""
