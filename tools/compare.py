@@ -339,8 +339,9 @@ def _protocol(study: Study, command: str) -> tuple[Study, list[dict], dict, dict
     if study.equal_time:
         if timed is None:
             print(
-                "equal time: not yet, every variant needs all its seeds first (another --only "
-                "process may still be running some); run this command again once they finish",
+                "equal time: not yet, every variant needs its tuning choice and (unless the "
+                "study file fixes the iterations) all its seeds first (another --only process "
+                "may still be running some); run this command again once they finish",
                 file=sys.stderr,
             )
         else:

@@ -451,28 +451,19 @@ def equal_time_study(study: Study, records: list[dict]) -> Study | None:
     """Every other variant trained for the reference's training time: ``train.iters`` scaled
     by the ratio of their mean seconds per iteration in ``records`` (the final runs), or the
     iterations the study file fixes (``equal_time: {variant: iterations}``), in
-    ``OUT/equal_time``. None until every variant has a record for every seed (finished or
-    failed): the ratios are those of all the seeds, the same in every ``--only`` process
-    (one that finished its own seeds first would otherwise size another's runs from part
-    of them)."""
-    budget = check_budgets(study)
-    for variant in study.variants:
-        if len({r["seed"] for r in records if r["variant"] == variant.name}) < len(study.seeds):
+    ``OUT/equal_time``. Measured: None until every variant has a record for every seed
+    (finished or failed): the ratios are those of all the seeds, the same in every
+    ``--only`` process (one that finished its own seeds first would otherwise size another's
+    runs from part of them). Fixed: as soon as every other variant is in ``study`` (with
+    a sweep, once each has its tuning choice), whatever its seeds have done."""
+    if isinstance(study.equal_time, dict):
+        iters = study.equal_time
+        if study.reference_name in iters or not set(iters) <= {v.name for v in study.variants}:
             return None
-    seconds = {
-        v.name: mean_std(
-            [r["train"]["seconds_per_iter"] for r in records if _ok(r, v.name) and r["train"]]
-        )[0]
-        for v in study.variants
-    }
-    if study.reference_name not in seconds or any(math.isnan(v) for v in seconds.values()):
-        return None
-    reference = seconds[study.reference_name]
-    fixed = study.equal_time if isinstance(study.equal_time, dict) else {}
-    iters = {
-        name: fixed.get(name) or max(1, round(budget["iters"] * reference / seconds[name]))
-        for name in seconds
-    }
+    else:
+        iters = _equal_time_iterations(study, records)
+        if iters is None:
+            return None
     variants = [
         Variant(
             f"{v.name} (equal time)",
@@ -492,6 +483,25 @@ def equal_time_study(study: Study, records: list[dict]) -> Study | None:
         equal_time=False,
         title=f"{study.title}: equal training time",
     )
+
+
+def _equal_time_iterations(study: Study, records: list[dict]) -> dict[str, int] | None:
+    """Each variant's iterations in the reference's training time, from the seconds per
+    iteration its runs measured; None while a seed has no record."""
+    budget = check_budgets(study)
+    for variant in study.variants:
+        if len({r["seed"] for r in records if r["variant"] == variant.name}) < len(study.seeds):
+            return None
+    seconds = {
+        v.name: mean_std(
+            [r["train"]["seconds_per_iter"] for r in records if _ok(r, v.name) and r["train"]]
+        )[0]
+        for v in study.variants
+    }
+    if study.reference_name not in seconds or any(math.isnan(v) for v in seconds.values()):
+        return None
+    reference = seconds[study.reference_name]
+    return {name: max(1, round(budget["iters"] * reference / seconds[name])) for name in seconds}
 
 
 def _ok(record: dict, name: str) -> bool:

@@ -550,6 +550,13 @@ def test_equal_time_iterations_fixed_in_the_study_file_are_trained_as_given(tmp_
     text = markdown(measured, rows, records, _header(), {"equal_time": (timed, timed_records)})
     # the measured iterations, printed as the study-file entry that trains them again
     assert "`equal_time: {max: 7}`" in text
+    # Fixed: nothing to measure, so no wait for max's seeds (another process may run them).
+    early = equal_time_study(study, records[:2])
+    assert early is not None and early.variants[0].overrides[-1] == "train.iters=7"
+    # ... but max must be in the study (with a sweep: tuned), else no run is planned yet.
+    assert equal_time_study(replace(study, variants=study.variants[:1]), records) is None
+    untuned_reference = replace(study, variants=study.variants[1:], reference=None)
+    assert equal_time_study(untuned_reference, records) is None
 
 
 @pytest.mark.parametrize(
