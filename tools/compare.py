@@ -98,6 +98,7 @@ from seg.engine.study import (
     StudyError,
     Variant,
     check_budgets,
+    checkpoint_path,
     choose_points,
     claim_run,
     equal_time_study,
@@ -250,26 +251,37 @@ def _run_all(study: Study, header: dict, records: list[dict], extra: dict | None
             held.append((position, variant, seed))
             continue
         _finished(study, header, records, record, extra)
+    # wait for them: what comes next (a choice, a time ratio) needs them all
+    for (position, variant, seed), record in _when_free(
+        held,
+        lambda run: run_one(study, run[1], run[2]),  # theirs, or this one's if they stopped
+        lambda run: f"{run[1].name} seed {run[2]}",
+        "run(s) other processes are running",
+    ):
+        print(f"[{position}/{header['planned']}] {variant.name}, seed {seed}", flush=True)
+        _finished(study, header, records, record, extra)
+    records[:] = refresh_records(study, records)
+
+
+def _when_free(held: list, attempt, name, what: str):
+    """``attempt(item)`` for each of ``held`` (items another process holds) again every
+    POLL_SECONDS until it returns a result rather than None (the holder finished it, or
+    stopped and this process did it): yields (item, result) as each ends."""
     waiting_for = 0
-    while held:  # wait for them: what comes next (a choice, a time ratio) needs them all
+    while held:
         if len(held) != waiting_for:
-            names = ", ".join(f"{variant.name} seed {seed}" for _, variant, seed in held)
-            print(
-                f"waiting for {len(held)} run(s) other processes are running: {names}",
-                flush=True,
-            )
+            names = ", ".join(map(name, held))
+            print(f"waiting for {len(held)} {what}: {names}", flush=True)
             waiting_for = len(held)
         _sleep(POLL_SECONDS)
         still = []
-        for position, variant, seed in held:
-            record = run_one(study, variant, seed)  # theirs, or this one's if they stopped
-            if record is None:
-                still.append((position, variant, seed))
-                continue
-            print(f"[{position}/{header['planned']}] {variant.name}, seed {seed}", flush=True)
-            _finished(study, header, records, record, extra)
+        for item in held:
+            result = attempt(item)
+            if result is None:
+                still.append(item)
+            else:
+                yield item, result
         held = still
-    records[:] = refresh_records(study, records)
 
 
 def _finished(study: Study, header: dict, records: list, record: dict, extra) -> None:
@@ -429,9 +441,8 @@ def _draw_predictions(study: Study, command: str) -> int:
     checkpoints, titles, columns = {}, {}, []
     for name, record in chosen.items():
         column = {"variant": name, "seed": record["seed"], "retrained": name in copies}
-        path = study.root / record["dir"] / f"{study.checkpoint}.pt"
+        path = checkpoint_path(study, copies.get(name, record))
         if column["retrained"]:
-            path = study.root / copies[name]["dir"] / f"{study.checkpoint}.pt"
             column.update(_scores_compared(record, copies[name]))
             titles[name] = f"{name} (retrained)"
         column["checkpoint"] = relative_to(path, study.root)
@@ -453,14 +464,14 @@ def _retrain_all(study: Study, chosen: dict[str, dict]) -> dict[str, dict]:
     another ``--predictions`` process is training is left to it and waited for at the end
     (two processes started side by side share the work); one it stopped, this one trains."""
     variants = {variant.name: variant for variant in study.variants}
-    gone = [
-        name
-        for name, record in chosen.items()
-        if not (study.root / record["dir"] / f"{study.checkpoint}.pt").is_file()
-    ]
-    copies, held, waiting_for = {}, [], 0
+    gone = [name for name, record in chosen.items() if not checkpoint_path(study, record).is_file()]
+
+    def retrain(name: str) -> dict | None:
+        return _retrain(study, variants[name], chosen[name]["seed"])
+
+    copies, held = {}, []
     for name in gone:
-        copy = _retrain(study, variants[name], chosen[name]["seed"])
+        copy = retrain(name)
         if copy is None:
             print(
                 f"{name}: another process is training it again; back to it at the end", flush=True
@@ -468,22 +479,7 @@ def _retrain_all(study: Study, chosen: dict[str, dict]) -> dict[str, dict]:
             held.append(name)
         else:
             copies[name] = copy
-    while held:
-        if len(held) != waiting_for:
-            names = ", ".join(held)
-            print(
-                f"waiting for {len(held)} copies other processes are training: {names}", flush=True
-            )
-            waiting_for = len(held)
-        _sleep(POLL_SECONDS)
-        still = []
-        for name in held:
-            copy = _retrain(study, variants[name], chosen[name]["seed"])
-            if copy is None:
-                still.append(name)
-            else:
-                copies[name] = copy
-        held = still
+    copies.update(_when_free(held, retrain, str, "copies other processes are training"))
     return {name: copies[name] for name in gone}
 
 

@@ -1408,10 +1408,15 @@ def prediction_grid(
     return True
 
 
+def checkpoint_path(study: Study, record: dict) -> Path:
+    """The checkpoint the study scores in the run folder of ``record``."""
+    return study.root / record["dir"] / f"{study.checkpoint}.pt"
+
+
 def _load_model(study: Study, record: dict, checkpoint: Path | None = None):
     from seg.engine.checkpoint import load_for_inference
 
-    checkpoint = checkpoint or study.root / record["dir"] / f"{study.checkpoint}.pt"
+    checkpoint = checkpoint or checkpoint_path(study, record)
     overrides = (f"eval.split={record['split']}",)
     return load_for_inference(checkpoint, overrides, device=study.device or "cpu")
 

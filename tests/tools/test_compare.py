@@ -39,6 +39,21 @@ def _study(compare, *args: str):
     return compare._study(parser.parse_args(args), parser)
 
 
+def _held_until_the_first_poll(compare, monkeypatch, folder: Path) -> list[float]:
+    """``folder`` held as by another process, which stops while this one waits for it:
+    the seconds of each wait, as they come."""
+    holder = hold_run(folder)
+    assert holder.__enter__() is not None
+    polls = []
+
+    def sleep(seconds):
+        polls.append(seconds)
+        holder.__exit__(None, None, None)
+
+    monkeypatch.setattr(compare, "_sleep", sleep)
+    return polls
+
+
 def _run_metrics(out: Path, variant: str, seed: int) -> dict:
     return json.loads((out / "runs" / variant / f"seed{seed}" / "metrics.json").read_text())
 
@@ -328,15 +343,7 @@ def test_a_run_another_process_holds_is_left_to_it_and_continued_if_it_stops(
             "--variant", "b", "model.up=bilinear", "model.down=max",
             "--seeds", "0", "--images", "0", "--out", str(tmp_path)]  # fmt: skip
     study = _study(compare, *args)
-    holder = hold_run(tmp_path / "runs" / "a" / "seed0")
-    assert holder.__enter__() is not None
-    polls = []
-
-    def sleep(seconds):  # the other process stops while this one waits
-        polls.append(seconds)
-        holder.__exit__(None, None, None)
-
-    monkeypatch.setattr(compare, "_sleep", sleep)
+    polls = _held_until_the_first_poll(compare, monkeypatch, tmp_path / "runs" / "a" / "seed0")
     assert compare.run_study(study, "python tools/compare.py") == 0
     out = capsys.readouterr().out
     assert out.index("another process is running it") < out.index("b, seed 0")
@@ -525,15 +532,9 @@ def test_two_predictions_processes_share_the_copies(
         compare, "_run_logged", lambda args, log, hold: trained.append(log.parent.parent.name) or 0
     )
     monkeypatch.setattr(compare, "read_record", lambda run: {"status": "ok", "dir": run.folder})
-    holder = hold_run(study.out / "retrained" / "a" / "seed0")
-    assert holder.__enter__() is not None
-    polls = []
-
-    def sleep(seconds):  # the other process stops while this one waits
-        polls.append(seconds)
-        holder.__exit__(None, None, None)
-
-    monkeypatch.setattr(compare, "_sleep", sleep)
+    polls = _held_until_the_first_poll(
+        compare, monkeypatch, study.out / "retrained" / "a" / "seed0"
+    )
     (tmp_path / "runs" / "c" / "seed0").mkdir(parents=True)
     (tmp_path / "runs" / "c" / "seed0" / "last.pt").write_bytes(b"weights")
     chosen = {name: {"dir": f"runs/{name}/seed0", "seed": 0} for name in pairs}
