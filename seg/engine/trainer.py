@@ -714,8 +714,11 @@ def train(
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     writer, progress = _open_outputs(run, dist_info)
     log.info(
-        "training %s for %d iterations on %d process(es), %s, from iteration %d; work dir %s",
+        "training %s (model: %s) for %d iterations on %d process(es), %s, from iteration %d; "
+        "work dir %s",
         cfg.name,
+        # the config's name stays that of its file when --set changes the model: say what runs
+        " ".join(f"{key}={value}" for key, value in cfg.model.items()),
         cfg.train.iters,
         dist_info.world_size,
         dist_info.device,

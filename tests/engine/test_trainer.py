@@ -267,3 +267,12 @@ def test_a_grad_scaler_leaves_the_step_and_the_regulariser_as_they_were(tmp_path
         train_step(run, batch)
     for (name, a), b in zip(plain.model.named_parameters(), scaled.model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_log_names_the_model_that_runs_not_only_the_config(tmp_path, make_config):
+    """A --set that changes the pooling pair keeps the config's name: the log says what ran."""
+    cfg = make_config(tmp_path, ["model.down=max", "model.up=maxunpool", "train.iters=1"])
+    train(cfg)
+    first = (tmp_path / "train.log").read_text().splitlines()[0]
+    assert f"training {cfg.name} (model: " in first
+    assert " down=max up=maxunpool" in first
