@@ -789,7 +789,8 @@ def paired_differences(
         for key in ("mIoU", "mBIoU"):
             diffs = [metric(mine[s], key) - metric(theirs[s], key) for s in seeds]
             mean, half = mean_ci(diffs)
-            row[key] = {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diffs)}
+            n = sum(not math.isnan(diff) for diff in diffs)  # the seeds with this figure
+            row[key] = {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
         row["verdicts"] = {key: _verdict(row[key], reference, name) for key in ("mIoU", "mBIoU")}
         row["verdict"] = row["verdicts"]["mIoU"]
         rows.append(row)

@@ -459,6 +459,14 @@ def test_paired_differences_claim_only_what_the_interval_supports():
     assert skip["verdict"] == "no significant difference"  # the headline: mIoU's
     behind = paired_differences("max", [*ref, *ahead], ["lift"])[0]
     assert behind["verdict"] == "lift ahead"  # the other way round: the interval is below 0
+    # a seed without a figure (a run from before mBIoU was scored) counts for none
+    ref[3]["metrics"]["mBIoU"] = None
+    row = paired_differences("lift", [*ref, *ahead], ["max"])[0]
+    assert (row["mIoU"]["n"], row["mBIoU"]["n"]) == (4, 3)
+    assert row["mBIoU"]["mean"] == pytest.approx(np.mean([0.05, 0.055, 0.045]))  # seeds 0-2
+    ref[1]["metrics"]["mBIoU"] = ref[2]["metrics"]["mBIoU"] = None
+    row = paired_differences("lift", [*ref, *ahead], ["max"])[0]
+    assert row["mBIoU"]["n"] == 1 and row["verdicts"]["mBIoU"] == "too few seeds for an interval"
 
 
 def test_a_run_predicting_one_class_is_flagged_collapsed():
