@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(
             model,
             dataset,
-            cfg.model["num_classes"],
+            model.num_classes,  # the checkpoint's (--set model.num_classes changes no model)
             meta["classes"],
             cfg.eval,
             dist_info,

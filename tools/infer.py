@@ -10,7 +10,8 @@ the image's own size (colours: the data set's palette), and with --overlay
 OUT/overlays/NAME.jpg, the image blended with the colourised prediction. NAME is the image's
 path relative to the input folder (or to the common folder of a glob's matches), so images
 of the same name in different folders stay apart; x.jpg beside x.png become x_jpg / x_png.
-An output folder that would write over an input image (or is the input folder) is refused.
+An output folder that would write over an input image (or is the input folder) is refused,
+and so are inputs whose names would give two of them one output.
 Images are read as a viewer shows them (EXIF orientation applied, 16-bit and float images
 scaled, not clipped). An unreadable image is reported by name and skipped; the exit code is
 1 if any image failed, 2 for a usage error.
@@ -55,13 +56,18 @@ def find_images(spec: str) -> list[Path]:
     return [p for p in matches if p.is_file()]
 
 
+def input_folder(paths: list[Path], spec: str) -> Path:
+    """The folder given, or the folder the inputs share (a single image's own folder)."""
+    if Path(spec).is_dir():
+        return Path(spec)
+    return Path(os.path.commonpath([p.parent for p in paths]))
+
+
 def plan_outputs(paths: list[Path], spec: str, out: Path) -> dict[Path, Path]:
     """Each input's output stem under ``out``: its path relative to the input folder (or to
     the inputs' common folder), so ``a/x.png`` and ``b/x.png`` stay apart; inputs that still
     share a stem (``x.jpg``, ``x.png``) keep their extension in the name (``x_jpg``)."""
-    base = (
-        Path(spec) if Path(spec).is_dir() else Path(os.path.commonpath([p.parent for p in paths]))
-    )
+    base = input_folder(paths, spec)
     stems = [p.relative_to(base).with_suffix("") for p in paths]
     counts = Counter(stems)
     return {
@@ -80,13 +86,22 @@ def overlay_path(stem: Path, out: Path) -> Path:
 
 
 def check_outputs(plan: dict[Path, Path], spec: str, out: Path, overlays: bool) -> None:
-    """Refuse an output folder that would write over an input or mix results with them."""
+    """Refuse an output folder that would write over an input or mix results with them,
+    and inputs whose names would give two of them one output."""
     inputs = {p.resolve() for p in plan}
-    if Path(spec).is_dir() and out.resolve() == Path(spec).resolve():
+    if out.resolve() == input_folder(list(plan), spec).resolve():
         raise ConfigError(
             f"--out {out} is the input folder: label PNGs would mix with (or replace) the "
             "images there; choose another --out"
         )
+    first: dict[Path, Path] = {}
+    for path, stem in plan.items():
+        other = first.setdefault(label_path(stem), path)
+        if other != path:
+            raise ConfigError(
+                f"{other} and {path} would both be written to {label_path(stem)}; rename "
+                "one of them or predict them with separate commands"
+            )
     for stem in plan.values():
         targets = [label_path(stem)]
         if overlays:

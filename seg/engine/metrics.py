@@ -29,7 +29,8 @@ class ConfusionMatrix:
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add ``pred`` and ``target``: integer label maps of the same shape (any batch shape).
 
-        Target pixels equal to ``ignore_index`` are skipped; other targets must be class ids.
+        Target pixels equal to ``ignore_index`` are skipped; other targets, and the
+        predictions, must be class ids (ValueError otherwise).
         """
         if pred.shape != target.shape:
             raise ValueError(
@@ -44,6 +45,11 @@ class ConfusionMatrix:
             raise ValueError(
                 f"target labels {bad} are outside 0..{self.num_classes - 1} "
                 f"(and are not the ignore index {self.ignore_index})"
+            )
+        if pred.numel() and (int(pred.min()) < 0 or int(pred.max()) >= self.num_classes):
+            raise ValueError(
+                f"predicted classes {pred.min().item()}..{pred.max().item()} are outside "
+                f"0..{self.num_classes - 1}: the model and the metric disagree on the classes"
             )
         index = target * self.num_classes + pred
         self.mat += torch.bincount(index, minlength=self.num_classes**2).reshape(

@@ -117,6 +117,14 @@ def test_label_out_of_range_is_an_error():
         cm.update(torch.zeros(2, dtype=torch.long), torch.tensor([1, 7]))
 
 
+def test_prediction_out_of_range_is_an_error_not_another_cell():
+    # target 0 / prediction 3 in a 3-class matrix would count as target 1 / prediction 0
+    cm = ConfusionMatrix(3, IGNORE)
+    with pytest.raises(ValueError, match=r"predicted classes 0..3 are outside 0..2"):
+        cm.update(torch.tensor([3, 0]), torch.tensor([0, 1]))
+    assert int(cm.mat.sum()) == 0
+
+
 # ---------------------------------------------------------------- Boundary IoU
 
 

@@ -46,12 +46,18 @@ def _image(path, size=(20, 28), seed=0):
 
 def test_infer_never_writes_over_its_inputs(tmp_path, checkpoint, infer, capsys):
     photos = tmp_path / "photos"
-    cat = _image(photos / "cat.png")
-    before = cat.read_bytes()
+    cat = _image(photos / "cat.jpg")
+    inner = _image(photos / "a" / "cat.png", seed=1)
+    before = inner.read_bytes()
     assert infer([str(checkpoint), str(photos), "--out", str(photos)]) == 2
-    assert infer([str(checkpoint), str(cat), "--out", str(photos)]) == 2
+    assert "is the input folder" in capsys.readouterr().err
+    # the glob's inputs share photos/: cat.jpg's label would be OUT/cat.png, which with
+    # --out photos/a is the input photos/a/cat.png
+    spec = str(photos / "**" / "cat.*")
+    assert infer([str(checkpoint), spec, "--out", str(photos / "a")]) == 2
     assert "would overwrite an input image" in capsys.readouterr().err
-    assert cat.read_bytes() == before and sorted(photos.iterdir()) == [cat]
+    assert inner.read_bytes() == before
+    assert sorted(photos.rglob("*")) == [inner.parent, inner, cat]
 
 
 def test_infer_keeps_outputs_of_same_named_inputs_apart(tmp_path, checkpoint, infer, capsys):
@@ -74,6 +80,27 @@ def test_infer_keeps_outputs_of_same_named_inputs_apart(tmp_path, checkpoint, in
     assert "wrote 2 label PNG(s)" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "o2").glob("*.png")) == ["x_jpg.png", "x_png.png"]
     assert len(list((tmp_path / "o2" / "overlays").glob("*.jpg"))) == 2
+
+
+def test_infer_refuses_its_inputs_folder_and_names_that_would_share_an_output(
+    tmp_path, checkpoint, infer, capsys
+):
+    photos = tmp_path / "photos"
+    _image(photos / "cat.jpg")
+    dog = _image(photos / "cat.png", seed=1)  # not among a *.jpg glob's inputs, still kept
+    before = dog.read_bytes()
+    assert infer([str(checkpoint), str(photos / "*.jpg"), "--out", str(photos)]) == 2
+    assert infer([str(checkpoint), str(photos / "cat.jpg"), "--out", str(photos)]) == 2
+    assert capsys.readouterr().err.count("is the input folder") == 2
+    assert dog.read_bytes() == before
+    # x.jpg and x.png become x_jpg / x_png: a third image already named x_jpg.png clashes
+    same = tmp_path / "same"
+    for name, seed in (("x.jpg", 2), ("x.png", 3), ("x_jpg.png", 4)):
+        _image(same / name, seed=seed)
+    assert infer([str(checkpoint), str(same), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "would both be written to" in err and "x_jpg.png" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_high_bit_depth_images_are_scaled_not_clipped(tmp_path):
@@ -120,6 +147,21 @@ def test_eval_refuses_a_data_set_of_another_class_count(tmp_path, checkpoint, ev
     assert evaluate([str(checkpoint), "--config", str(path), "--out", str(tmp_path / "o")]) == 2
     assert "predicts 4 classes" in capsys.readouterr().err
     assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_eval_scores_with_the_checkpoints_classes_whatever_the_config_says(
+    tmp_path, checkpoint, evaluate
+):
+    import json
+
+    assert evaluate([str(checkpoint), "--out", str(tmp_path / "a")]) == 0
+    # the model comes from the checkpoint: a class count set on the command line changes
+    # neither it nor the matrix it is scored with
+    args = [str(checkpoint), "--set", "model.num_classes=6", "--out", str(tmp_path / "b")]
+    assert evaluate(args) == 0
+    a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in "ab")
+    assert len(b["confusion_matrix"]) == 4 and b["confusion_matrix"] == a["confusion_matrix"]
+    assert b["mIoU"] == a["mIoU"]
 
 
 def test_unknown_split_is_an_error(tmp_path, checkpoint, evaluate, capsys):
