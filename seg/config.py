@@ -254,9 +254,13 @@ class Config:
             "name": self.name,
         }
 
+    def to_yaml(self) -> str:
+        """`to_dict` as YAML text; `load_config` reads it back to an equal config."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def dump(self, path: str | Path) -> None:
-        """Write `to_dict` as YAML; `load_config` reads it back to an equal config."""
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write `to_yaml` to ``path``."""
+        Path(path).write_text(self.to_yaml())
 
     @property
     def work_dir(self) -> Path:

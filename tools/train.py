@@ -3,7 +3,7 @@
     python tools/train.py configs/segnet_vgg16x0.25-lift_synthetic-128x128_2k.yaml
     python tools/train.py CONFIG --set train.lr=0.02 model.up=bilinear data.root=/data/voc
     python tools/train.py CONFIG --work-dir work_dirs/try1 --resume         # latest last.pt
-    python tools/train.py CONFIG --resume work_dirs/try1/last.pt            # a given one
+    python tools/train.py CONFIG --resume work_dirs/try1/last.pt            # continues try1
     python tools/train.py CONFIG --load-from work_dirs/voc/best.pt          # fine-tune
     torchrun --nproc_per_node 4 tools/train.py CONFIG                       # DDP (NCCL/gloo)
 
@@ -11,7 +11,8 @@ Writes to the work dir (default work_dirs/<config name>): config.yaml (the resol
 config), train.log, tb/ (TensorBoard), last.pt, best.pt, metrics.json and metrics.md.
 Ctrl-C or SIGTERM finishes the step, saves last.pt and exits with 128 + the signal number.
 A work dir that already holds a run is refused: continue it with --resume, or replace it
-with --force. --load-from (train.load_from) starts a new run from the weights of a
+with --force. --resume CKPT continues in CKPT's folder unless --work-dir names another,
+which must not hold another run. --load-from (train.load_from) starts a new run from the weights of a
 checkpoint, a state_dict or a .safetensors file (weights only: optimizer, schedule and
 iteration start afresh); tensors whose name or shape differ, such as a head for another
 number of classes, keep their initialisation and are listed by name, and --strict refuses
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from seg.config import load_config
 from seg.engine import train
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         const=True,
         default=None,
         metavar="CKPT",
-        help="continue from CKPT, or without a value from WORK_DIR/last.pt",
+        help="continue from CKPT (in its folder unless --work-dir is given), or without a "
+        "value from WORK_DIR/last.pt",
     )
     parser.add_argument(
         "--load-from",
@@ -75,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
     args = parser.parse_args(argv)
     overrides = list(args.set)
+    work_dir_set = any(item.startswith("output.work_dir=") for item in args.set)
+    if isinstance(args.resume, str) and not (args.work_dir or work_dir_set):
+        args.work_dir = str(Path(args.resume).parent)  # the run continues where it was
     if args.work_dir:
         overrides.append(f"output.work_dir={args.work_dir}")
     if args.load_from is not None:  # quoted: a path is a string whatever it looks like

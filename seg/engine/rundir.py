@@ -43,8 +43,11 @@ SAFE_TO_CHANGE_ON_RESUME = (
 )
 
 
-def prepare_fresh_start(work_dir: Path, force: bool, is_main: bool = True) -> None:
+def prepare_fresh_start(
+    work_dir: Path, force: bool, is_main: bool = True, keep: str | Path | None = None
+) -> None:
     """Refuse a new run in a work dir that holds one, or (``force``) clear that run's outputs.
+    ``keep``: a file the new run still needs (its ``load_from``): refused if it is one of them.
 
     Every process checks; only the main process deletes (call a barrier after it).
     """
@@ -56,9 +59,14 @@ def prepare_fresh_start(work_dir: Path, force: bool, is_main: bool = True) -> No
             f"{work_dir} already holds a run ({', '.join(existing)}): continue it with "
             "--resume, train into another --work-dir, or replace it with --force"
         )
+    removed = [*existing, *(n for n in _REPLACED_WITH_FORCE if (work_dir / n).exists())]
+    if keep is not None and Path(keep).resolve() in {(work_dir / n).resolve() for n in removed}:
+        raise ConfigError(
+            f"--force would delete {keep}, the weights this run starts from (load_from): "
+            "copy them out of the work dir first, or train into another --work-dir"
+        )
     if not is_main:
         return
-    removed = [*existing, *(n for n in _REPLACED_WITH_FORCE if (work_dir / n).exists())]
     for name in removed:
         (work_dir / name).unlink()
     events = sorted((work_dir / "tb").glob("events.out.tfevents.*"))
@@ -70,6 +78,20 @@ def prepare_fresh_start(work_dir: Path, force: bool, is_main: bool = True) -> No
         f" and {len(events)} TensorBoard event file(s)" if events else "",
         work_dir,
     )
+
+
+def check_resume_target(checkpoint: Path, work_dir: Path) -> None:
+    """A resume continues in ``work_dir``: refuse one that holds a run other than the
+    checkpoint's own (its checkpoints and metrics would be replaced)."""
+    if checkpoint.resolve().parent == Path(work_dir).resolve():
+        return
+    existing = [name for name in RUN_OUTPUTS if (Path(work_dir) / name).exists()]
+    if existing:
+        raise ConfigError(
+            f"--resume {checkpoint} would continue in {work_dir}, which holds another run "
+            f"({', '.join(existing)}): give --work-dir {checkpoint.parent} to continue where "
+            "that checkpoint is, or a --work-dir without a run"
+        )
 
 
 def remove_stale_temporaries(work_dir: Path) -> list[Path]:
@@ -191,5 +213,15 @@ def append_curve(work_dir: Path, iteration: int, seconds: float, metrics: Mappin
         "seconds": round(float(seconds), 3),
         **{key: float(metrics[key]) for key in ("mIoU", "mBIoU", "mAcc", "aAcc")},
     }
-    with open(Path(work_dir) / CURVE, "a") as handle:
-        handle.write(json.dumps(point) + "\n")
+    path = Path(work_dir) / CURVE
+    with open(path, "a+b") as handle:
+        handle.seek(0, os.SEEK_END)
+        torn = handle.tell() > 0 and not _ends_with_newline(handle)  # a killed append
+        handle.write((("\n" if torn else "") + json.dumps(point) + "\n").encode())
+
+
+def _ends_with_newline(handle) -> bool:
+    handle.seek(-1, os.SEEK_END)
+    ends = handle.read(1) == b"\n"
+    handle.seek(0, os.SEEK_END)
+    return ends

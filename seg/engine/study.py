@@ -715,15 +715,18 @@ def is_collapsed(metrics: dict) -> bool:
 def read_curve(folder: Path) -> list[dict]:
     """The validations a run made while training (`CURVE_FILE`): ``[{"iteration",
     "seconds" (training time so far), "mIoU", "mBIoU"}]`` by iteration; a validation
-    repeated after a resume counts once (the later one)."""
+    repeated after a resume counts once (the later one), a line a killed write cut short
+    not at all."""
     path = Path(folder) / CURVE_FILE
     if not path.is_file():
         return []
     points = {}
     for line in path.read_text().splitlines():
-        if line.strip():
+        try:
             point = json.loads(line)
-            points[point["iteration"]] = point
+        except json.JSONDecodeError:  # blank, or cut short by a killed append
+            continue
+        points[point["iteration"]] = point
     return [points[k] for k in sorted(points)]
 
 

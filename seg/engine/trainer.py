@@ -411,8 +411,9 @@ def _diverged(run: Run, terms: dict[str, Tensor]) -> TrainingDiverged:
     return TrainingDiverged(
         f"loss term {', '.join(bad)} is NaN/inf at iteration {run.iteration + 1} "
         f"({values}); nothing was saved after it. Last good checkpoint: "
-        f"{last if last.exists() else 'none yet'}. Lower train.lr, set "
-        "train.grad_clip or check the data, then --resume."
+        f"{last if last.exists() else 'none yet'}. Check the data, or train again with a "
+        "lower train.lr or a train.grad_clip (--force replaces this run; a resume would take "
+        "the same step again, and refuses changed settings)."
     )
 
 
@@ -520,7 +521,7 @@ def write_final_report(run: Run, metrics: dict, dist_info: DistInfo) -> None:
     work_dir = run.cfg.work_dir
     ckpt.write_text_atomic(work_dir / "metrics.json", json.dumps(record, indent=2))
     table = format_table(metrics)
-    (work_dir / "metrics.md").write_text(table + "\n")
+    ckpt.write_text_atomic(work_dir / "metrics.md", table + "\n")
     log.info("final validation (%s split):\n%s", run.cfg.eval.split, table)
     log.info("checkpoints: %s, %s", work_dir / ckpt.LAST, work_dir / ckpt.BEST)
 
@@ -537,13 +538,14 @@ def _setup(
     state = None
     if resume:
         state = _load_resume_state(cfg, resume)
+        rundir.check_resume_target(Path(state["_path"]), cfg.work_dir)
     else:
-        rundir.prepare_fresh_start(cfg.work_dir, force, dist_info.is_main)
         load_from = cfg.train.load_from
         if load_from is not None and not Path(load_from).is_file():  # found before any write
             raise FileNotFoundError(
                 f"train.load_from: {load_from} not found; give {ckpt.WEIGHT_FORMATS}"
             )
+        rundir.prepare_fresh_start(cfg.work_dir, force, dist_info.is_main, keep=load_from)
     if dist_info.is_main:
         cfg.work_dir.mkdir(parents=True, exist_ok=True)
         rundir.remove_stale_temporaries(cfg.work_dir)
@@ -692,7 +694,7 @@ def train(
     """
     dist_info, state = _setup(cfg, device, resume, force)
     if dist_info.is_main:
-        cfg.dump(cfg.work_dir / "config.yaml")
+        ckpt.write_text_atomic(cfg.work_dir / "config.yaml", cfg.to_yaml())
 
     torch.manual_seed(cfg.train.seed)
     train_set, val_set, meta = _build_data(cfg)

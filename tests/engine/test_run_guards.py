@@ -43,6 +43,32 @@ def test_a_new_run_never_replaces_a_run_unasked(tmp_path, make_config):
     assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 1
 
 
+def test_force_never_deletes_the_weights_the_new_run_starts_from(tmp_path, make_config):
+    train(make_config(tmp_path, ["train.iters=2"]))
+    weights = tmp_path / "best.pt"
+    before = _snapshot(tmp_path)
+    with pytest.raises(ConfigError, match=r"--force would delete .*best.pt, the weights"):
+        train(make_config(tmp_path, ["train.iters=2", f"train.load_from={weights}"]), force=True)
+    assert _snapshot(tmp_path) == before
+
+
+def test_resume_never_continues_into_another_runs_work_dir(tmp_path, make_config, load_tool):
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    train(make_config(mine), stop_after=3)
+    train(make_config(other, ["train.iters=2"]))
+    before = _snapshot(other)
+    with pytest.raises(ConfigError, match=r"would continue in .*other, which holds another run"):
+        train(make_config(other), resume=mine / "last.pt")
+    assert _snapshot(other) == before
+    # the command line continues a named checkpoint in its own folder, whatever the
+    # config's work dir
+    config = tmp_path / "config.yaml"
+    config.write_text(make_config(other).to_yaml())
+    assert load_tool("train").main([str(config), "--resume", str(mine / "last.pt")]) == 0
+    assert load_checkpoint(mine / "last.pt")["iteration"] == 6
+    assert _snapshot(other) == before
+
+
 def test_resume_needs_a_checkpoint(tmp_path, make_config):
     with pytest.raises(ConfigError, match="there is no last.pt in .* to continue"):
         train(make_config(tmp_path), resume=True)

@@ -16,6 +16,7 @@ import pytest
 import scipy.stats
 import yaml
 
+from seg.engine import rundir
 from seg.engine.study import (
     FAILED_FILE,
     SETTINGS_FILE,
@@ -487,6 +488,16 @@ def test_read_curve_keeps_one_point_per_iteration(tmp_path):
     curve = read_curve(tmp_path)
     assert [p["iteration"] for p in curve] == [100, 200, 300] and curve[1]["mIoU"] == 0.25
     assert read_curve(tmp_path / "none") == []
+
+
+def test_a_curve_line_cut_short_by_a_kill_loses_only_itself(tmp_path):
+    metrics = {"mIoU": 0.1, "mBIoU": 0.05, "mAcc": 0.2, "aAcc": 0.3}
+    rundir.append_curve(tmp_path, 100, 10.0, metrics)
+    with open(tmp_path / "curve.jsonl", "a") as handle:
+        handle.write('{"iteration": 200, "seco')  # the process died here
+    rundir.append_curve(tmp_path, 200, 21.0, {**metrics, "mIoU": 0.25})  # after the resume
+    curve = read_curve(tmp_path)
+    assert [p["iteration"] for p in curve] == [100, 200] and curve[1]["mIoU"] == 0.25
 
 
 def test_sweep_chooses_each_variants_best_point_on_its_own(tmp_path, config):
