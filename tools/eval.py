@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         metrics = {"checkpoint": str(args.checkpoint), "split": cfg.eval.split, **result.metrics}
         write_text_atomic(out / "metrics.json", json.dumps(json_ready(metrics), indent=2))
-        (out / "metrics.md").write_text(table + "\n")
+        write_text_atomic(out / "metrics.md", table + "\n")
         draw_pictures(out, result.metrics, f"{Path(args.checkpoint).name}, {cfg.eval.split}")
     except (OSError, ValueError) as error:
         return fail(error)

@@ -12,9 +12,9 @@ config), train.log, tb/ (TensorBoard), last.pt, best.pt, metrics.json and metric
 Ctrl-C or SIGTERM finishes the step, saves last.pt and exits with 128 + the signal number.
 A work dir that already holds a run is refused: continue it with --resume, or replace it
 with --force. --resume CKPT continues in CKPT's folder unless --work-dir names another,
-which must not hold another run. --load-from (train.load_from) starts a new run from the weights of a
-checkpoint, a state_dict or a .safetensors file (weights only: optimizer, schedule and
-iteration start afresh); tensors whose name or shape differ, such as a head for another
+which must not hold another run. --load-from (train.load_from) starts a new run from the
+weights of a checkpoint, a state_dict or a .safetensors file (weights only: optimizer,
+schedule and iteration start afresh); tensors whose name or shape differ, such as a head for another
 number of classes, keep their initialisation and are listed by name, and --strict refuses
 them instead. A resume restores its own weights and does not load them again.
 A config error (one line naming the key) exits with 2, missing data or divergence with 1

@@ -43,6 +43,11 @@ SAFE_TO_CHANGE_ON_RESUME = (
 )
 
 
+def run_outputs(work_dir: Path) -> list[str]:
+    """The names of the run outputs (`RUN_OUTPUTS`) ``work_dir`` holds: a run is there."""
+    return [name for name in RUN_OUTPUTS if (Path(work_dir) / name).exists()]
+
+
 def prepare_fresh_start(
     work_dir: Path, force: bool, is_main: bool = True, keep: str | Path | None = None
 ) -> None:
@@ -51,7 +56,7 @@ def prepare_fresh_start(
 
     Every process checks; only the main process deletes (call a barrier after it).
     """
-    existing = [name for name in RUN_OUTPUTS if (work_dir / name).exists()]
+    existing = run_outputs(work_dir)
     if not existing:
         return
     if not force:
@@ -85,7 +90,7 @@ def check_resume_target(checkpoint: Path, work_dir: Path) -> None:
     checkpoint's own (its checkpoints and metrics would be replaced)."""
     if checkpoint.resolve().parent == Path(work_dir).resolve():
         return
-    existing = [name for name in RUN_OUTPUTS if (Path(work_dir) / name).exists()]
+    existing = run_outputs(work_dir)
     if existing:
         raise ConfigError(
             f"--resume {checkpoint} would continue in {work_dir}, which holds another run "
@@ -214,14 +219,9 @@ def append_curve(work_dir: Path, iteration: int, seconds: float, metrics: Mappin
         **{key: float(metrics[key]) for key in ("mIoU", "mBIoU", "mAcc", "aAcc")},
     }
     path = Path(work_dir) / CURVE
-    with open(path, "a+b") as handle:
-        handle.seek(0, os.SEEK_END)
-        torn = handle.tell() > 0 and not _ends_with_newline(handle)  # a killed append
+    with open(path, "a+b") as handle:  # appended at the end whatever was read
+        torn = False
+        if handle.seek(0, os.SEEK_END) > 0:
+            handle.seek(-1, os.SEEK_END)
+            torn = handle.read(1) != b"\n"  # a killed append cut the last line short
         handle.write((("\n" if torn else "") + json.dumps(point) + "\n").encode())
-
-
-def _ends_with_newline(handle) -> bool:
-    handle.seek(-1, os.SEEK_END)
-    ends = handle.read(1) == b"\n"
-    handle.seek(0, os.SEEK_END)
-    return ends
