@@ -332,7 +332,10 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = ()) -> C
     check_model_config(model)
     check_data_config(data)
     sections = {
-        name: _build_section(name, schema, raw.get(name) or {}) for name, schema in SCHEMA.items()
+        # Only an absent or empty (``train:``) section means the defaults: ``train: []`` or
+        # ``train: 0`` is a mistake to name, not to ignore.
+        name: _build_section(name, schema, {} if raw.get(name) is None else raw[name])
+        for name, schema in SCHEMA.items()
     }
     crop = data.get("crop_size")
     if sections["eval"].crop_size is None and crop is not None:

@@ -96,11 +96,20 @@ def test_int_is_accepted_for_a_float():
         ("eval.crop_size=512", r"eval.crop_size must be list\[int\] or null"),
         ("train.iters=0", r"train.iters must be >= 1, got 0"),
         ("train.lr", r"--set expects key=value"),
+        ("train=[]", r"^'train' must be a mapping of keys, got \[\]$"),
+        ("eval=0", r"^'eval' must be a mapping of keys, got 0$"),
+        ("train=false", r"^'train' must be a mapping of keys, got False$"),
     ],
 )
 def test_errors_name_the_key_and_the_fix(override, pattern):
     with pytest.raises(ConfigError, match=pattern):
         config_from_dict(BASE, [override])
+
+
+def test_an_empty_section_means_its_defaults(tmp_path):
+    empty = load_config(write(tmp_path / "c.yaml", {**BASE, "train": None, "eval": None}))
+    assert empty.train == config_from_dict(BASE).train
+    assert empty.eval == config_from_dict(BASE).eval
 
 
 def test_missing_file_and_include_cycle(tmp_path):
