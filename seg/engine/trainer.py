@@ -320,7 +320,7 @@ def train_step(
     stop: _Stop | None = None,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """One optimizer step: forward, losses and backward of each micro-batch, then the
-    NaN/signal check, clip, update, LR schedule.
+    clip, NaN/signal check (loss terms and gradient), update, LR schedule.
 
     ``batch`` is one ``(images, masks)`` batch, or a list of K micro-batches
     (``train.accumulate``) whose gradients add up, each loss scaled by 1/K; under DDP the
@@ -328,10 +328,11 @@ def train_step(
 
     Returns the loss terms, averaged over the micro-batches (the LiftPool regularisers as
     ``reg_u`` / ``reg_p``, which the layers put into the gradient themselves), and
-    ``flags``: ``[any term of any micro-batch not finite, a signal arrived]`` summed over
-    every process, so all of them stop at the same step.
+    ``flags``: ``[any term of any micro-batch not finite, a signal arrived, the gradient
+    not finite]`` summed over every process, so all of them stop at the same step.
     Raises:
-        TrainingDiverged: a term is NaN/inf; the weights are left as they were.
+        TrainingDiverged: a term or the gradient is NaN/inf; the weights are left as they
+            were.
     """
     micro_batches = [batch] if isinstance(batch[0], Tensor) else list(batch)
     count = len(micro_batches)
@@ -345,20 +346,40 @@ def train_step(
     # Built on the device: the step waits for the GPU once, at `flags[0] > 0`.
     nonfinite = torch.stack([~torch.isfinite(t) for step in steps for t in step.values()]).any()
     signalled = float(stop is not None and stop.signum is not None)
-    flags = torch.stack([nonfinite.float(), torch.tensor(signalled, device=run.device)])
+    flags = torch.stack(
+        [
+            nonfinite.float(),
+            torch.tensor(signalled, device=run.device),
+            _gradient_nonfinite(run).float(),
+        ]
+    )
     all_reduce_sum(flags)
-    if flags[0] > 0:
+    if flags[0] > 0 or flags[2] > 0:
         run.optimizer.zero_grad(set_to_none=True)
-        raise _diverged(run, terms)
-    if run.cfg.train.grad_clip is not None:
-        run.scaler.unscale_(run.optimizer)
-        nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
+        raise _diverged(run, terms, in_gradient=bool(flags[0] == 0))
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.lr = run.optimizer.param_groups[0]["lr"]
     run.scheduler.step()
     run.iteration += 1
     return terms, flags
+
+
+def _gradient_nonfinite(run: Run) -> Tensor:
+    """Clip the gradient (``train.grad_clip``); True where it holds a NaN/inf that the
+    optimizer would write into the weights though every loss term is finite (a backward
+    that overflowed). Under fp16's GradScaler that is no fault: the scaler skips the step
+    and lowers its scale, so this says False."""
+    clip = run.cfg.train.grad_clip
+    if clip is not None:
+        run.scaler.unscale_(run.optimizer)
+        norm = nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+    elif not run.scaler.is_enabled():
+        grads = [p.grad.detach() for p in run.model.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    if run.scaler.is_enabled():
+        return torch.zeros((), dtype=torch.bool, device=run.device)
+    return ~torch.isfinite(norm)
 
 
 def _forward_backward(
@@ -404,12 +425,18 @@ def _weigh_regularizers(run: Run, count: int) -> None:
         run.reg_weights_for = (count, scale)
 
 
-def _diverged(run: Run, terms: dict[str, Tensor]) -> TrainingDiverged:
+def _diverged(run: Run, terms: dict[str, Tensor], in_gradient: bool) -> TrainingDiverged:
     bad = [n for n, t in terms.items() if not torch.isfinite(t.detach())]
     values = ", ".join(f"{n}={t.detach().item():.4g}" for n, t in terms.items())
     last = run.cfg.work_dir / ckpt.LAST
+    if in_gradient:
+        what = "the gradient is NaN/inf, every loss term finite,"
+    elif bad:
+        what = f"loss term {', '.join(bad)} is NaN/inf"
+    else:  # another process's terms
+        what = "a loss term of another process is NaN/inf"
     return TrainingDiverged(
-        f"loss term {', '.join(bad)} is NaN/inf at iteration {run.iteration + 1} "
+        f"{what} at iteration {run.iteration + 1} "
         f"({values}); nothing was saved after it. Last good checkpoint: "
         f"{last if last.exists() else 'none yet'}. Check the data, or train again with a "
         "lower train.lr or a train.grad_clip (--force replaces this run; a resume would take "
@@ -690,7 +717,7 @@ def train(
     Raises:
         ConfigError: a work dir that holds a run (without ``resume``/``force``), nothing to
             resume, or a checkpoint trained with another config.
-        TrainingDiverged: a NaN/inf loss term (nothing is saved after the last good step).
+        TrainingDiverged: a NaN/inf loss term or gradient (nothing is saved after the last good step).
     """
     dist_info, state = _setup(cfg, device, resume, force)
     if dist_info.is_main:

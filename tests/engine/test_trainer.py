@@ -210,7 +210,7 @@ def test_train_step_is_forward_loss_backward_clip_update(tmp_path, make_config):
     terms, flags = train_step(run, (images, masks))
     assert run.iteration == 1 and run.lr == pytest.approx(0.05)
     assert terms["ce"].item() == pytest.approx(loss.item(), rel=1e-6)
-    assert {"reg_u", "reg_p"} <= set(terms) and flags.tolist() == [0.0, 0.0]
+    assert {"reg_u", "reg_p"} <= set(terms) and flags.tolist() == [0.0, 0.0, 0.0]
     for (name, a), b in zip(run.model.state_dict().items(), reference.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=name)
     assert run.scheduler.get_last_lr()[0] < 0.05  # the schedule moved on
@@ -227,11 +227,36 @@ def test_train_step_refuses_a_nan_loss_and_leaves_the_weights(tmp_path, make_con
         assert torch.equal(param, before[name]), name
 
 
+class _NanGradient(torch.autograd.Function):
+    """0 forward, NaN backward: a finite loss whose backward overflowed."""
+
+    @staticmethod
+    def forward(ctx, logits):
+        ctx.shape = logits.shape
+        return logits.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full(ctx.shape, math.nan)
+
+
+@pytest.mark.parametrize("clip", ["null", "1.0"])
+def test_train_step_refuses_a_nan_gradient_under_a_finite_loss(tmp_path, make_config, clip):
+    run, batch = _run_and_batch(make_config(tmp_path, [f"train.grad_clip={clip}"]))
+    run.losses["overflow"] = (1.0, lambda logits, masks: _NanGradient.apply(logits))
+    before = {name: p.detach().clone() for name, p in run.model.named_parameters()}
+    with pytest.raises(TrainingDiverged, match=r"^the gradient is NaN/inf, every loss term "):
+        train_step(run, batch)
+    assert run.iteration == 0
+    for name, param in run.model.named_parameters():
+        assert torch.equal(param, before[name]), name
+
+
 def test_train_step_flags_a_signal(tmp_path, make_config):
     run, batch = _run_and_batch(make_config(tmp_path))
     stop = trainer_module._Stop(signum=15)
     _, flags = train_step(run, batch, stop)
-    assert flags.tolist() == [0.0, 1.0]
+    assert flags.tolist() == [0.0, 1.0, 0.0]
 
 
 def test_run_state_dict_round_trip_continues_identically(tmp_path, make_config):
