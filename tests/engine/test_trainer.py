@@ -252,6 +252,20 @@ def test_train_step_refuses_a_nan_gradient_under_a_finite_loss(tmp_path, make_co
         assert torch.equal(param, before[name]), name
 
 
+def test_a_run_without_a_scaler_resumes_under_one(tmp_path, make_config):
+    """train.amp=fp16 started on a CPU (no scaler) and resumed where fp16 is on: the
+    scaler starts afresh instead of refusing the run's empty scaler state."""
+    cfg = make_config(tmp_path, ["train.amp=fp16"])
+    run, _ = _run_and_batch(cfg)
+    assert not run.scaler.is_enabled()
+    state = run.state_dict()
+    assert state["scaler"] == {}
+    again, _ = _run_and_batch(cfg)
+    again.scaler = torch.amp.GradScaler("cpu", init_scale=8.0)  # as on a GPU: enabled
+    again.load_state_dict(state)
+    assert again.scaler.is_enabled() and again.scaler.get_scale() == 8.0
+
+
 def test_train_step_flags_a_signal(tmp_path, make_config):
     run, batch = _run_and_batch(make_config(tmp_path))
     stop = trainer_module._Stop(signum=15)
