@@ -308,7 +308,9 @@ def find_latest(work_dir: str | Path) -> Path | None:
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU and CUDA generator states as tensors and plain values."""
+    """Python, NumPy, torch CPU and this process's CUDA generator states as tensors and
+    plain values. One GPU's, the current one: a run resumed on fewer GPUs, or each DDP
+    process on its own GPU, has that one to put it back on."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": _to_plain(random.getstate()),
@@ -320,7 +322,7 @@ def rng_state() -> dict[str, Any]:
             "cached": float(cached),
         },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
     }
 
 
@@ -338,8 +340,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
         )
     )
     torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available() and state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if not torch.cuda.is_available():
+        return
+    cuda = state.get("cuda")
+    if isinstance(cuda, list):  # written before: every GPU's state, from the saving process
+        device = torch.cuda.current_device()
+        cuda = cuda[device] if device < len(cuda) else None
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda)
 
 
 def _to_plain(value):
