@@ -343,9 +343,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     if not torch.cuda.is_available():
         return
     cuda = state.get("cuda")
-    if isinstance(cuda, list):  # written before: every GPU's state, from the saving process
-        device = torch.cuda.current_device()
-        cuda = cuda[device] if device < len(cuda) else None
+    if isinstance(cuda, list):  # written before: every GPU's state as rank 0 saw them,
+        cuda = cuda[0] if cuda else None  # of which it drew from its own, the first
     if cuda is not None:
         torch.cuda.set_rng_state(cuda)
 

@@ -54,7 +54,8 @@ log = logging.getLogger("seg")
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss term became NaN or infinite; the last checkpoint on disk is the last good one."""
+    """A loss term or the gradient became NaN or infinite; the last checkpoint on disk is the
+    last good one."""
 
 
 # ---------------------------------------------------------------- data stream
@@ -344,7 +345,7 @@ def train_step(
         for index, micro in enumerate(micro_batches)
     ]
     terms = {name: sum(step[name] for step in steps) / count for name in steps[0]}
-    # Built on the device: the step waits for the GPU once, at `flags[0] > 0`.
+    # Built on the device: the step waits for the GPU once, at `flags[0] > 0 or ...`.
     nonfinite = torch.stack([~torch.isfinite(t) for step in steps for t in step.values()]).any()
     signalled = float(stop is not None and stop.signum is not None)
     flags = torch.stack(
@@ -375,11 +376,11 @@ def _gradient_nonfinite(run: Run) -> Tensor:
     if clip is not None:
         run.scaler.unscale_(run.optimizer)
         norm = nn.utils.clip_grad_norm_(run.model.parameters(), clip)
-    elif not run.scaler.is_enabled():
-        grads = [p.grad.detach() for p in run.model.parameters() if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-    if run.scaler.is_enabled():
+    grads = [p.grad.detach() for p in run.model.parameters() if p.grad is not None]
+    if run.scaler.is_enabled() or not grads:  # (no gradient: a frozen model)
         return torch.zeros((), dtype=torch.bool, device=run.device)
+    if clip is None:
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
     return ~torch.isfinite(norm)
 
 
@@ -440,8 +441,8 @@ def _diverged(run: Run, terms: dict[str, Tensor], in_gradient: bool) -> Training
         f"{what} at iteration {run.iteration + 1} "
         f"({values}); nothing was saved after it. Last good checkpoint: "
         f"{last if last.exists() else 'none yet'}. Check the data, or train again with a "
-        "lower train.lr or a train.grad_clip (--force replaces this run; a resume would take "
-        "the same step again, and refuses changed settings)."
+        f"lower train.lr{'' if in_gradient else ' or a train.grad_clip'} (--force replaces "
+        "this run; a resume would take the same step again, and refuses changed settings)."
     )
 
 

@@ -93,22 +93,27 @@ def test_checkpoint_loads_weights_only_with_rng_states(tmp_path):
 
 def test_cuda_generator_state_is_the_current_gpus(monkeypatch):
     """What is saved and restored is the current GPU's state: a run saved on two GPUs
-    resumes on one (an older checkpoint's list of every GPU's state included)."""
+    resumes on one (an older checkpoint's list of every GPU's state too)."""
     states = {0: torch.tensor([1], dtype=torch.uint8), 1: torch.tensor([2], dtype=torch.uint8)}
     restored: list = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": states[1])
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_rng_state",
+        lambda device="cuda": states[1 if device == "cuda" else torch.device(device).index],
+    )
     monkeypatch.setattr(
         torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append(state)
     )
     state = ckpt.rng_state()
     assert torch.equal(state["cuda"], states[1])
     ckpt.set_rng_state(state)
-    ckpt.set_rng_state({**state, "cuda": [states[0], states[1]]})  # older: every GPU's
-    ckpt.set_rng_state({**state, "cuda": [states[0]]})  # older, from fewer GPUs: none
-    assert [t.item() for t in restored] == [2, 2]
+    # Older checkpoints: every GPU's state as rank 0 saw them; rank 0 drew from the first.
+    ckpt.set_rng_state({**state, "cuda": [states[0], states[1]]})
+    ckpt.set_rng_state({**state, "cuda": [states[0]]})
+    assert [t.item() for t in restored] == [2, 1, 1]
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

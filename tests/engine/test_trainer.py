@@ -252,6 +252,20 @@ def test_train_step_refuses_a_nan_gradient_under_a_finite_loss(tmp_path, make_co
         assert torch.equal(param, before[name]), name
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
+def test_under_a_grad_scaler_a_nan_gradient_skips_the_step(tmp_path, make_config):
+    """fp16's GradScaler: an overflowed gradient is no divergence; the scaler skips the
+    update and halves its scale, and training goes on."""
+    run, batch = _run_and_batch(make_config(tmp_path))
+    run.scaler = torch.amp.GradScaler("cpu", init_scale=8.0)  # as on a GPU: enabled
+    run.losses["overflow"] = (1.0, lambda logits, masks: _NanGradient.apply(logits))
+    before = {name: p.detach().clone() for name, p in run.model.named_parameters()}
+    _, flags = train_step(run, batch)
+    assert flags.tolist() == [0.0, 0.0, 0.0] and run.scaler.get_scale() == 4.0
+    for name, param in run.model.named_parameters():
+        assert torch.equal(param, before[name]), name
+
+
 def test_a_run_without_a_scaler_resumes_under_one(tmp_path, make_config):
     """train.amp=fp16 started on a CPU (no scaler) and resumed where fp16 is on: the
     scaler starts afresh instead of refusing the run's empty scaler state."""
