@@ -202,7 +202,8 @@ def validate_pair(
 ) -> np.ndarray:
     """Check that ``mask`` fits ``image`` and holds only ``0..num_classes-1`` or ``ignore_index``.
 
-    Returns the mask as uint8 when every value fits, else as int64 (never narrowed).
+    Returns the mask as uint8 when every value and the ignore value fit, else as int64
+    (never narrowed).
     Raises ValueError naming ``name`` otherwise; labels just past the classes suggest
     ``ignore_index`` (a data set whose void label is, say, 11).
     """
@@ -211,7 +212,7 @@ def validate_pair(
             f"{name}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from image size "
             f"{image.shape[1]}x{image.shape[0]}"
         )
-    invalid = ((mask >= num_classes) & (mask != ignore_index)) | (mask < 0)
+    invalid = ((mask >= num_classes) | (mask < 0)) & (mask != ignore_index)
     if invalid.any():
         values = np.unique(mask[invalid])
         shown = values[:10].tolist()
@@ -224,6 +225,10 @@ def validate_pair(
         )
     if mask.dtype != np.uint8 and num_classes <= 256 and 0 <= ignore_index <= 255:
         return mask.astype(np.uint8)
+    limits = np.iinfo(mask.dtype)
+    if not limits.min <= ignore_index <= limits.max:
+        # Crops are padded with the ignore value: an 8-bit mask would clip -100 to class 0.
+        return mask.astype(np.int64)
     return mask
 
 

@@ -38,7 +38,9 @@ from seg.data.cityscapes import (
     cityscapes_samples,
 )
 from seg.data.folder import (
+    check_class_colors,
     check_palette,
+    colored_reduce_zero_label_error,
     colors_to_labels,
     duplicate_stems,
     list_images,
@@ -125,13 +127,13 @@ def check_dataset(
                 Path(root) / masks,
                 num_classes,
                 jobs,
-                None if palette is None else check_palette(palette),
+                None if palette is None else _class_colors(palette, ignore_color),
                 ignore_color,
                 mask_suffix,
                 ignore_index,
                 reduce_zero_label,
             )
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:  # ValueError: what was given (a palette)
         report.problems.append(" ".join(str(error).splitlines()))
     return report
 
@@ -201,6 +203,13 @@ def _ade20k_mask(path: Path) -> tuple[np.ndarray, list[int]]:
     return mask, [int(v) for v in values if v > limit and v != IGNORE_INDEX]
 
 
+def _class_colors(palette: Sequence[Sequence[int]], ignore_color: Sequence[int] | None):
+    """``palette`` as `check_palette` gives it, each class's colour its own."""
+    array = check_palette(palette)
+    check_class_colors(array, ignore_color)
+    return array
+
+
 def _check_folder(
     report: CheckReport,
     images: Path,
@@ -249,6 +258,8 @@ def _check_folder(
                     f"{path} is a colour mask; pass --palette (one r,g,b per class) to map its "
                     "colours, or use index masks (a palette PNG or single-channel PNG of class ids)"
                 )
+            if reduce_zero_label:
+                raise colored_reduce_zero_label_error(path)
             mask = colors_to_labels(mask, palette, ignore_color, path, ignore_index)
         values = np.unique(mask)
         report.labels_seen.update(int(v) for v in values)

@@ -99,6 +99,34 @@ def check_palette(palette, num_classes: int | None = None) -> np.ndarray:
     return array.astype(np.uint8)
 
 
+def check_class_colors(palette: np.ndarray, ignore_color: Sequence[int] | None = None) -> None:
+    """Each class its own colour and the ignore colour none of theirs, or a ValueError: a
+    colour mask's pixels of a shared colour would silently go to one of them."""
+    owner: dict[tuple[int, ...], int] = {}
+    for index, color in enumerate(tuple(row) for row in palette.tolist()):
+        if color in owner:
+            raise ValueError(
+                f"palette colour {list(color)} is given to class {owner[color]} and class "
+                f"{index}: a colour mask's pixels of it could only be one of them; give each "
+                "class its own colour"
+            )
+        owner[color] = index
+    if ignore_color is not None and tuple(int(c) for c in ignore_color) in owner:
+        raise ValueError(
+            f"ignore_color {list(ignore_color)} is also the palette colour of class "
+            f"{owner[tuple(int(c) for c in ignore_color)]}: its pixels could not be both; "
+            "choose an ignore colour that no class has"
+        )
+
+
+def colored_reduce_zero_label_error(path: str | Path) -> ValueError:
+    return ValueError(
+        f"{path} is a colour mask: the palette maps its colours straight to class ids, so "
+        "reduce_zero_label (for index masks that store class c as c + 1 and 0 for void) "
+        "does not apply to it; drop reduce_zero_label and mark void pixels with ignore_color"
+    )
+
+
 def colors_to_labels(
     rgb: np.ndarray,
     palette: np.ndarray,
@@ -176,6 +204,8 @@ class FolderDataset(FileDataset):
             self.palette = check_palette(palette, self.num_classes)
         if ignore_color is not None:
             check_palette([ignore_color])
+        if self.has_palette:
+            check_class_colors(self.palette, ignore_color)
         self.ignore_color = tuple(ignore_color) if ignore_color is not None else None
         self.images_dir = Path(images_dir)
         self.masks_dir = Path(masks_dir)
@@ -184,15 +214,15 @@ class FolderDataset(FileDataset):
             raise missing_files_error(missing)
 
     def read_mask(self, sample: Sample) -> np.ndarray:
-        mask = self._stored_labels(sample)
-        if self.reduce_zero_label:
-            return reduce_zero_label(mask, sample.mask_path, self.num_classes, self.ignore_index)
-        return mask
-
-    def _stored_labels(self, sample: Sample) -> np.ndarray:
         mask = read_label_png(sample.mask_path, keep_rgb=self.has_palette)
         if mask.ndim == 2:
+            if self.reduce_zero_label:
+                return reduce_zero_label(
+                    mask, sample.mask_path, self.num_classes, self.ignore_index
+                )
             return mask
+        if self.reduce_zero_label:
+            raise colored_reduce_zero_label_error(sample.mask_path)
         if not self.has_palette:
             raise ValueError(
                 f"{sample.mask_path} is a colour mask; pass palette=[[r, g, b], ...] (one "

@@ -117,6 +117,15 @@ def test_folder_colour_masks_with_a_palette(tmp_path, capsys, check_data):
     assert "b.png" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         check_data.main([*args, "--palette", "1,2"])
+    # a colour given twice (or the ignore colour a class's) is a problem, not a traceback
+    assert check_data.main([*args, "--palette", "0,0,0", "128,0,0", "128,0,0"]) == 1
+    assert "colour [128, 0, 0] is given to class 1 and class 2" in capsys.readouterr().out
+    assert check_data.main([*args, *colour_args[:4], "--ignore-color", "128,0,0"]) == 1
+    assert "is also the palette colour of class 1" in capsys.readouterr().out
+    # reduce_zero_label does not apply to colour masks
+    Image.fromarray(colours).save(tmp_path / "rgb" / "b.png")
+    assert check_data.main([*args, *colour_args, "--reduce-zero-label"]) == 1
+    assert "b.png is a colour mask" in capsys.readouterr().out
 
 
 def test_script_runs_from_the_command_line(make_voc, check_data):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seg.data import FolderDataset
+from seg.data import FolderDataset, build_dataset
 
 CLASSES = ["background", "road", "tree"]
 PALETTE = [(0, 0, 0), (128, 64, 128), (0, 200, 0)]
@@ -100,3 +100,62 @@ def test_missing_folders(tmp_path):
         FolderDataset(tmp_path / "images", tmp_path / "nomasks", CLASSES)
     with pytest.raises(FileNotFoundError, match="image folder"):
         FolderDataset(tmp_path / "noimages", tmp_path / "images", CLASSES)
+
+
+def test_a_colour_shared_by_two_classes_or_the_ignore_colour_is_refused(tmp_path):
+    """A colour mask's pixels of a shared colour would silently go to one of them."""
+    images, masks, _ = _tree(tmp_path, np.random.default_rng(3))
+    twice = [PALETTE[0], PALETTE[1], PALETTE[1]]
+    with pytest.raises(
+        ValueError, match=r"colour \[128, 64, 128\] is given to class 1 and class 2"
+    ):
+        FolderDataset(images, masks, CLASSES, palette=twice)
+    with pytest.raises(ValueError, match=r"ignore_color \[0, 200, 0\] is also .* of class 2"):
+        FolderDataset(images, masks, CLASSES, palette=PALETTE, ignore_color=(0, 200, 0))
+
+
+def test_reduce_zero_label_reads_index_masks_and_refuses_colour_ones(tmp_path):
+    """Index masks store class c as c + 1 (0: void); a colour mask's colours already name
+    the classes, so shifting them would move every pixel to the class before."""
+    images, masks, truth = _tree(tmp_path, np.random.default_rng(3))
+    dataset = FolderDataset(images, masks, CLASSES[:2], palette=PALETTE[:2], reduce_zero_label=True)
+    for index in (0, 1):  # a (grey) and b (palette PNG): stored 1, 2 -> classes 0, 1
+        _, mask, name = dataset.load_raw(index)
+        stored = truth[name][1]
+        expected = np.where((stored == 0) | (stored == 255), 255, stored - 1)
+        np.testing.assert_array_equal(mask, expected)
+    with pytest.raises(ValueError, match=r"c\.png is a colour mask: .*drop reduce_zero_label"):
+        dataset.load_raw(2)
+
+
+@pytest.mark.parametrize("ignore_index", [-100, 300])
+@pytest.mark.parametrize("kind", ["L", "RGB"])
+def test_crops_are_padded_with_an_ignore_index_outside_a_byte(tmp_path, ignore_index, kind):
+    """An 8-bit mask cannot hold -100 or 300: the padding of a crop bigger than the image
+    must still be the ignore value, not class 0 or a stray 255."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    rng = np.random.default_rng(4)
+    Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)).save(
+        tmp_path / "images" / "x.png"
+    )
+    labels = rng.integers(0, 3, (12, 20)).astype(np.uint8)
+    stored = labels if kind == "L" else np.array(PALETTE, np.uint8)[labels]
+    Image.fromarray(stored).save(tmp_path / "masks" / "x.png")
+    cfg = {
+        "name": "folder",
+        "images": str(tmp_path / "images"),
+        "masks": str(tmp_path / "masks"),
+        "classes": CLASSES,
+        "ignore_index": ignore_index,
+        "crop_size": [24, 32],
+        "scale": [1.0, 1.0],
+    }
+    if kind == "RGB":
+        cfg["palette"] = PALETTE
+    _, mask = build_dataset(cfg, "train")[0]
+    padding = 24 * 32 - 12 * 20  # bottom and right, then maybe flipped
+    assert set(mask[12:].unique().tolist()) == {ignore_index}
+    assert (mask == ignore_index).sum() == padding
+    for label in range(3):
+        assert (mask == label).sum() == (labels == label).sum()
