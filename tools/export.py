@@ -32,6 +32,7 @@ from seg.engine.export import (
     export_metadata,
     export_model,
     network_stride,
+    sidecar,
 )
 
 
@@ -47,7 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="example size")
     parser.add_argument("--opset", type=int, help=f"ONNX opset (>= {MIN_OPSET}; default torch's)")
     parser.add_argument("--config", help="the config of a bare state_dict checkpoint")
-    parser.add_argument("--force", action="store_true", help="replace an existing --out")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing --out (and its .pt2.json)"
+    )
     return parser.parse_args(argv)
 
 
@@ -75,8 +78,14 @@ def check_arguments(args: argparse.Namespace) -> str:
         )
     if args.size is not None and min(args.size) < 1:
         raise ConfigError(f"--size needs two positive numbers, got {args.size}")
-    if out.exists() and not args.force:
-        raise ConfigError(f"--out {out} exists; pass --force to replace it, or choose another")
+    written = [out, sidecar(out)] if fmt == "pt2" else [out]
+    taken = [path for path in written if path.exists()]
+    if taken and not args.force:
+        names = " and ".join(str(path) for path in taken)
+        raise ConfigError(
+            f"--out {out}: {names} exist{'s' if len(taken) == 1 else ''}; pass --force to "
+            "replace it, or choose another"
+        )
     return fmt
 
 

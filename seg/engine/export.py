@@ -49,6 +49,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from seg.engine.checkpoint import write_text_atomic
+
 FORMATS = ("onnx", "pt2")
 SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2"}
 METADATA_KEY = "liftseg"
@@ -491,7 +493,17 @@ def _load_pt2(path: Path, device: torch.device):
             "it may be truncated or come from another torch version: re-export it"
         ) from error
     meta_path = sidecar(path)
-    text = meta_path.read_text() if meta_path.is_file() else extra["liftseg.json"]
+    text = extra["liftseg.json"]  # the archive's own copy: it cannot belong to another file
+    if meta_path.is_file():
+        beside = meta_path.read_text()
+        if not text:
+            text = beside
+        elif json.loads(beside) != json.loads(text):
+            raise ValueError(
+                f"{meta_path} disagrees with the metadata inside {path.name} (classes, palette, "
+                "normalisation): it belongs to another export. Delete it (the archive's copy "
+                "is used then) or re-export"
+            )
     if not text:
         raise ValueError(
             f"{path} has no metadata ({meta_path.name} beside it, or inside it): it was not "
@@ -665,7 +677,7 @@ def export_model(
         if report.ok:
             os.replace(tmp, out)
             if fmt == "pt2":
-                sidecar(out).write_text(json.dumps(metadata, indent=1) + "\n")
+                write_text_atomic(sidecar(out), json.dumps(metadata, indent=1) + "\n")
         return report
     finally:
         tmp.unlink(missing_ok=True)

@@ -181,6 +181,19 @@ def test_pt2_export_carries_a_sidecar_and_runs_any_batch_and_size(lift_pt2, lift
             torch.testing.assert_close(program(x), model(x), rtol=1e-5, atol=1e-5)
 
 
+def test_pt2_metadata_comes_from_the_archive_and_a_stale_sidecar_is_refused(lift_pt2, tmp_path):
+    """The copy inside the archive belongs to it; a FILE.pt2.json left by another export
+    (the .pt2 replaced by a copy) would label the classes wrongly: refused, not used."""
+    out = tmp_path / "model.pt2"
+    out.write_bytes(lift_pt2[0].read_bytes())
+    assert ExportedModel(out).meta["classes"] == META["classes"]  # no sidecar: the archive's
+    stale = json.loads(lift_pt2[0].with_name("model.pt2.json").read_text())
+    stale["classes"] = ["sky", "road", "car", "person"]
+    out.with_name("model.pt2.json").write_text(json.dumps(stale))
+    with pytest.raises(ValueError, match=r"model\.pt2\.json disagrees with the metadata inside"):
+        ExportedModel(out)
+
+
 def test_max_unpool_indices_survive_onnx(tmp_path):
     pytest.importorskip("onnxruntime")
     checkpoint = make_checkpoint(tmp_path / "last.pt", down="max", up="maxunpool")
@@ -247,12 +260,15 @@ def test_infer_skips_images_below_the_exported_minimum_and_keeps_its_guards(
 def test_usage_errors_name_the_fix(lift_checkpoint, tmp_path):
     taken = tmp_path / "taken.onnx"
     taken.write_bytes(b"keep me")
+    beside = tmp_path / "alone.pt2.json"  # a .pt2's metadata, the .pt2 itself gone
+    beside.write_bytes(b"keep me")
     cases = [
         (("--out", tmp_path / "model.bin"), "name the file .onnx or .pt2"),
         (("--format", "pt2", "--out", tmp_path / "m.onnx"), "name it m.pt2"),
         (("--out", tmp_path / "m.onnx", "--opset", "17"), "18 or later"),
         (("--out", tmp_path / "m.pt2", "--opset", "18"), "only for --format onnx"),
         (("--out", taken), "pass --force to replace it"),
+        (("--out", tmp_path / "alone.pt2"), "alone.pt2.json exists; pass --force"),
         (("--out", lift_checkpoint), "is the checkpoint itself"),
         (("--out", tmp_path / "m.pt2", "--size", "8", "40"), "at least twice the network's"),
     ]
@@ -260,7 +276,7 @@ def test_usage_errors_name_the_fix(lift_checkpoint, tmp_path):
         code, _, err = export(lift_checkpoint, *argv)
         assert code == 2 and message in err, (argv, err)
         assert err.count("\n") == 1 and err.startswith("error: ")
-    assert taken.read_bytes() == b"keep me"
+    assert taken.read_bytes() == beside.read_bytes() == b"keep me"
     code, _, err = export(tmp_path / "missing.pt", "--out", tmp_path / "m.onnx")
     assert code == 1 and "checkpoint not found" in err
 
