@@ -12,14 +12,23 @@ from __future__ import annotations
 import argparse
 
 from seg.data.sbd import convert_sbd
+from seg.engine.cli import EXPECTED_ERRORS, fail
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sbd_root", help="unpacked benchmark_RELEASE (or its dataset/ folder)")
     parser.add_argument("voc_root", help="VOCdevkit/VOC2012, or a folder containing VOCdevkit")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the masks of an existing SegmentationClassAug and its trainaug.txt",
+    )
     args = parser.parse_args(argv)
-    convert_sbd(args.sbd_root, args.voc_root)
+    try:
+        convert_sbd(args.sbd_root, args.voc_root, force=args.force)
+    except EXPECTED_ERRORS as error:
+        return fail(error)
     return 0
 
 

@@ -65,12 +65,17 @@ def _read_list(path: Path) -> list[str]:
 
 
 def convert_sbd(
-    sbd_root: str | Path, voc_root: str | Path, log: Callable[[str], None] = print
+    sbd_root: str | Path,
+    voc_root: str | Path,
+    log: Callable[[str], None] = print,
+    force: bool = False,
 ) -> SBDConversion:
     """Write ``SegmentationClassAug/*.png`` and ``ImageSets/Segmentation/trainaug.txt``.
 
     SBD masks become VOC-palette index PNGs; VOC's own train+val masks are copied over
     them. SBD images missing from ``JPEGImages`` are copied there from ``SBD/img``.
+    Where masks or the list are there already (a downloaded SegmentationClassAug, an
+    earlier conversion), FileExistsError unless ``force``: they would be replaced.
     """
     sbd_dir = find_sbd_dir(sbd_root)
     voc_dir = find_voc_dir(voc_root)
@@ -83,6 +88,14 @@ def convert_sbd(
         sbd_names += _read_list(require_file(sbd_dir / list_name, f"SBD {list_name}"))
 
     out_dir = voc_dir / "SegmentationClassAug"
+    list_file = lists_dir / "trainaug.txt"
+    taken = [path for path in (out_dir, list_file) if path.is_file() or any(path.glob("*.png"))]
+    if taken and not force:
+        raise FileExistsError(
+            f"{' and '.join(str(path) for path in taken)} already exist: converting would "
+            "replace their masks and names. Train on them as they are (split trainaug), "
+            "move them away, or pass --force to replace them"
+        )
     out_dir.mkdir(exist_ok=True)
     palette = voc_palette(256).reshape(-1).tolist()
     converted = images_copied = 0
@@ -107,7 +120,6 @@ def convert_sbd(
         copied += 1
 
     trainaug = sorted((set(sbd_names) | set(voc_train)) - set(voc_val))
-    list_file = lists_dir / "trainaug.txt"
     list_file.write_text("".join(f"{name}\n" for name in trainaug))
     log(
         f"wrote {converted} SBD masks and {copied} VOC masks to {out_dir}; "

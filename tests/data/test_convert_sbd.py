@@ -1,5 +1,6 @@
 """tools/convert_sbd.py on a tiny fake SBD release written with scipy.io.savemat."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -69,16 +70,38 @@ def test_convert_sbd_builds_trainaug(make_voc, tmp_path, convert_sbd):
         np.testing.assert_array_equal(dataset.load_raw(index)[1], truth)
 
 
-def test_convert_sbd_reports_missing_release(make_voc, tmp_path, convert_sbd):
+def test_convert_sbd_reports_missing_release(make_voc, tmp_path, convert_sbd, capsys):
     root, _ = make_voc()
-    with pytest.raises(FileNotFoundError, match="benchmark.tgz"):
-        convert_sbd.main([str(tmp_path / "no_sbd"), str(root)])
+    assert convert_sbd.main([str(tmp_path / "no_sbd"), str(root)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "benchmark.tgz" in err and err.count("\n") == 1
 
 
-def test_bad_mat_file_is_named(make_voc, tmp_path, convert_sbd):
+def test_bad_mat_file_is_named(make_voc, tmp_path, convert_sbd, capsys):
     root, voc_truth = make_voc()
     _fake_sbd(tmp_path / "sbd", ["s_x"], [], {"s_x": (4, 4)}, np.random.default_rng(0))
     mat = tmp_path / "sbd/benchmark_RELEASE/dataset/cls/s_x.mat"
     scipy.io.savemat(mat, {"GTcls": {"Segmentation": np.full((4, 4), 40, np.uint8)}})
-    with pytest.raises(ValueError, match=r"s_x\.mat.*0\.\.20"):
-        convert_sbd.main([str(tmp_path / "sbd"), str(root)])
+    assert convert_sbd.main([str(tmp_path / "sbd"), str(root)]) == 1
+    assert re.search(r"s_x\.mat.*0\.\.20", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("existing", ["SegmentationClassAug/v_a.png", "trainaug.txt"])
+def test_existing_masks_or_list_are_kept_unless_forced(
+    make_voc, tmp_path, convert_sbd, capsys, existing
+):
+    """A downloaded SegmentationClassAug (or an earlier conversion) is not replaced unasked."""
+    root, voc_truth = make_voc(train=["v_a"], val=["v_b"])
+    _fake_sbd(tmp_path / "sbd", ["s_x"], [], {"s_x": (4, 4)}, np.random.default_rng(0))
+    voc_dir = root / "VOCdevkit" / "VOC2012"
+    mine = voc_dir / existing if "/" in existing else voc_dir / "ImageSets/Segmentation" / existing
+    mine.parent.mkdir(exist_ok=True)
+    mine.write_bytes(b"mine")
+    args = [str(tmp_path / "sbd"), str(root)]
+    assert convert_sbd.main(args) == 1
+    err = capsys.readouterr().err
+    assert f"{mine.parent if mine.suffix == '.png' else mine} already exist" in err
+    assert "--force" in err and mine.read_bytes() == b"mine"
+    assert not (voc_dir / "SegmentationClassAug" / "s_x.png").exists()
+    assert convert_sbd.main([*args, "--force"]) == 0
+    assert mine.read_bytes() != b"mine" and (voc_dir / "SegmentationClassAug/s_x.png").is_file()
