@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageOps
@@ -291,13 +292,21 @@ class SegmentationDataset(torch.utils.data.Dataset):
                 index += len(self)
             else:
                 raise IndexError(f"index {index} out of range for {len(self)} samples")
-        image, mask, _ = self.load_raw(index)
+        image, mask, name = self.load_raw(index)
         transform = self.transform if self.transform is not None else default_transform()
         if self.transform is not None:
             self._reseed_in_worker()
             if seed is not None and hasattr(transform, "set_random_seed"):
                 transform.set_random_seed(seed)
-        out = transform(image=image, mask=mask)
+        try:
+            out = transform(image=image, mask=mask)
+        except cv2.error as error:  # OpenCV's message names neither the image nor a fix
+            reason = str(error).strip().splitlines()[-1]
+            raise ValueError(
+                f"sample {name!r} ({image.shape[1]}x{image.shape[0]}): the data transform "
+                f"failed on it ({reason}); an image too small to scale by data.scale's lower "
+                "bound fails so: remove it, or raise the bound"
+            ) from error
         image, mask = out["image"], out["mask"]
         if isinstance(mask, torch.Tensor) and mask.dtype != torch.int64:
             mask = mask.long()

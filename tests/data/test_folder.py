@@ -159,3 +159,20 @@ def test_crops_are_padded_with_an_ignore_index_outside_a_byte(tmp_path, ignore_i
     assert (mask == ignore_index).sum() == padding
     for label in range(3):
         assert (mask == label).sum() == (labels == label).sum()
+
+
+def test_an_image_too_small_to_scale_is_named(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.zeros((1, 40, 3), np.uint8)).save(tmp_path / "images" / "thin.png")
+    Image.fromarray(np.zeros((1, 40), np.uint8)).save(tmp_path / "masks" / "thin.png")
+    cfg = {
+        "name": "folder",
+        "images": str(tmp_path / "images"),
+        "masks": str(tmp_path / "masks"),
+        "classes": CLASSES,
+        "crop_size": 8,
+        "scale": [0.5, 0.5],
+    }
+    with pytest.raises(ValueError, match=r"^sample 'thin' \(40x1\): the data transform failed"):
+        build_dataset(cfg, "train")[0]
