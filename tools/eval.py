@@ -10,7 +10,10 @@ is always built as the checkpoint was trained) and --set changes single keys. Wr
 OUT/metrics.json (fractions, null for a class absent from both truth and prediction),
 OUT/metrics.md, OUT/confusion_matrix.png (each true class's row as fractions of its pixels)
 and OUT/per_class.png (IoU and Boundary IoU bars per class), and prints the table. OUT
-defaults to the checkpoint's folder /eval_<split>.
+defaults to CKPT_DIR/eval_<split>_<checkpoint name> (eval_val_best, eval_test_last);
+metrics.json names the checkpoint, the split and the prediction settings (mode, window,
+TTA, resize), and an earlier evaluation of anything else there is replaced only with
+--force (the same evaluation again just writes its files anew).
 """
 
 from __future__ import annotations
@@ -43,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", help="data split (default: eval.split, usually val)")
     parser.add_argument("--mode", choices=("whole", "slide"), help="default: eval.mode")
     parser.add_argument("--tta", choices=("none", "flip", "ms"), help="default: eval.tta")
-    parser.add_argument("--out", help="output folder (default: CKPT_DIR/eval_<split>)")
+    parser.add_argument(
+        "--out", help="output folder (default: CKPT_DIR/eval_<split>_<checkpoint name>)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an earlier evaluation's metrics in --out"
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
     args = parser.parse_args(argv)
     overrides = list(args.set)
@@ -56,8 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         model, cfg, meta = load_for_inference(
             args.checkpoint, tuple(overrides), dist_info.device, config=args.config
         )
-        out = Path(args.out or Path(args.checkpoint).parent / f"eval_{cfg.eval.split}")
-        if dist_info.is_main:
+        checkpoint = Path(args.checkpoint)
+        out = Path(args.out or checkpoint.parent / f"eval_{cfg.eval.split}_{checkpoint.stem}")
+        what = {
+            "checkpoint": str(args.checkpoint),
+            "split": cfg.eval.split,
+            "settings": prediction_settings(cfg),
+        }
+        if dist_info.is_main and not args.force:
+            check_not_done(out, what)
             check_writable(out)  # before the work, not after it
         transform = build_val_transform(meta["mean"], meta["std"])
         dataset = build_dataset(cfg.data, cfg.eval.split, transform=transform)
@@ -84,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        metrics = {"checkpoint": str(args.checkpoint), "split": cfg.eval.split, **result.metrics}
+        metrics = {**what, **result.metrics}
         write_text_atomic(out / "metrics.json", json.dumps(json_ready(metrics), indent=2))
         write_text_atomic(out / "metrics.md", table + "\n")
         draw_pictures(out, result.metrics, f"{Path(args.checkpoint).name}, {cfg.eval.split}")
@@ -106,6 +121,40 @@ def draw_pictures(out: Path, metrics: dict, what: str) -> None:
     )
     title = f"per-class IoU and Boundary IoU: {what}"
     draw_per_class(out / PICTURES[1], classes, metrics["IoU"], metrics["BIoU"], title)
+
+
+def prediction_settings(cfg) -> dict:
+    """How the scored predictions were made: what a reader needs to compare two files."""
+    keys = ("mode", "crop_size", "stride", "tta", "scales")
+    settings = {key: getattr(cfg.eval, key) for key in keys}
+    if cfg.eval.mode != "slide":
+        del settings["crop_size"], settings["stride"]
+    if cfg.eval.tta != "ms":
+        del settings["scales"]
+    return {**settings, "resize": cfg.data.get("resize")}
+
+
+def check_not_done(folder: Path, what: dict) -> None:
+    """ConfigError where ``folder`` holds the metrics of an evaluation of something other
+    than ``what`` (checkpoint, split, settings): they are not replaced unasked."""
+    path = folder / WRITTEN[0]
+    if not path.is_file():
+        return
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        earlier = {}
+    earlier = earlier if isinstance(earlier, dict) else {}
+    differs = [
+        f"{key} {earlier.get(key)} there, {value} now"
+        for key, value in what.items()
+        if earlier.get(key) != value
+    ]
+    if differs:
+        raise ConfigError(
+            f"{path} holds an earlier evaluation ({'; '.join(differs)}): pass --force to "
+            "replace it, or --out another folder"
+        )
 
 
 def check_writable(folder: Path) -> None:

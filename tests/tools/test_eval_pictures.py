@@ -59,6 +59,33 @@ def test_eval_writes_both_pictures_of_what_metrics_json_holds(
     assert drawn["classes"] == metrics["classes"] == ["background", "disc", "ring", "line"]
 
 
+def test_default_folder_names_the_checkpoint_and_an_earlier_result_is_kept(
+    checkpoint, load_tool, capsys
+):
+    """best.pt and last.pt scored on one split land in two folders; an evaluation of
+    something else already there is replaced only with --force; metrics.json says how the
+    predictions were made."""
+    eval_tool = load_tool("eval")
+    out = checkpoint.parent / f"eval_val_{checkpoint.stem}"
+    assert eval_tool.main([str(checkpoint), "--device", "cpu"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"] == {"mode": "whole", "tta": "none", "resize": None}
+    assert eval_tool.main([str(checkpoint), "--device", "cpu"]) == 0  # the same one again
+    before = (out / "metrics.json").read_bytes()
+    flip = [str(checkpoint), "--device", "cpu", "--tta", "flip"]
+    assert eval_tool.main(flip) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'metrics.json'} holds an earlier evaluation (settings " in err
+    assert "'tta': 'none'" in err and "'tta': 'flip'" in err and "pass --force" in err
+    assert (out / "metrics.json").read_bytes() == before
+    window = ["--mode", "slide", "--set", "eval.crop_size=[24,24]", "eval.stride=[16,16]"]
+    assert eval_tool.main([*flip, "--force", *window]) == 0
+    settings = json.loads((out / "metrics.json").read_text())["settings"]
+    assert settings == {
+        "mode": "slide", "crop_size": [24, 24], "stride": [16, 16], "tta": "flip", "resize": None
+    }  # fmt: skip
+
+
 def test_absent_classes_and_many_classes(tmp_path):
     counts = np.zeros((150, 150), dtype=np.int64)
     rng = np.random.default_rng(0)
