@@ -362,13 +362,13 @@ def colorize(
     if mask.ndim != 2:
         raise ValueError(f"colorize expects an [H, W] label map, got shape {mask.shape}")
     palette = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    count = min(len(palette), 256)
-    lut[:count] = palette[:count]
-    lut[ignore_index] = ignore_color
     labels = mask.astype(np.int64)
-    bad = (labels < 0) | (labels > 255) | ((labels >= count) & (labels != ignore_index))
+    ignored = labels == ignore_index  # any value: -100 and 300 are no palette row
+    bad = ~ignored & ((labels < 0) | (labels >= len(palette)))
     if bad.any():
         values = np.unique(labels[bad])[:10].tolist()
-        raise ValueError(f"labels {values} have no colour in a palette of {count} colours")
-    return lut[labels]
+        raise ValueError(f"labels {values} have no colour in a palette of {len(palette)} colours")
+    rgb = palette[np.where(ignored, 0, labels)] if len(palette) else np.zeros((*labels.shape, 3))
+    rgb = rgb.astype(np.uint8)
+    rgb[ignored] = ignore_color
+    return rgb

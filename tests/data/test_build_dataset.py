@@ -150,3 +150,15 @@ def test_colorize_paints_ignore_white():
     assert tuple(rgb[0, 1]) == (128, 0, 0)
     with pytest.raises(ValueError, match=r"\[30\]"):
         colorize(np.array([[30]]), voc_palette(21))
+
+
+@pytest.mark.parametrize("ignore_index", [-100, 300])
+def test_colorize_paints_an_ignore_index_outside_a_byte(ignore_index):
+    """Folder data sets may ignore -100 or 300: no palette row, still painted white."""
+    palette = np.array([[10, 20, 30], [40, 50, 60], [70, 80, 90]], np.uint8)
+    mask = np.array([[0, ignore_index], [2, 1]], np.int64)
+    rgb = colorize(mask, palette, ignore_index=ignore_index)
+    expected = [[[10, 20, 30], [255, 255, 255]], [[70, 80, 90], [40, 50, 60]]]
+    np.testing.assert_array_equal(rgb, np.array(expected, np.uint8))
+    with pytest.raises(ValueError, match=r"labels \[-1, 3\] have no colour in a palette of 3"):
+        colorize(np.array([[-1, 3]]), palette, ignore_index=ignore_index)
