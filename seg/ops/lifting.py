@@ -328,7 +328,11 @@ class _AddToLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, term: Tensor, *bands: Tensor):
         ctx.term_meta = (term.shape, term.dtype, term.device)
-        return tuple(band.view_as(band) for band in bands)
+        # Aliases, not views (autograd forbids in-place ops on a custom function's view
+        # outputs, so `ReLU(inplace=True)` after the layer failed in training); they share
+        # the bands' version counter, so an in-place op that spoils a saved tensor still
+        # raises, as after any layer.
+        return tuple(band.detach() for band in bands)
 
     @staticmethod
     def backward(ctx, *grads):

@@ -126,6 +126,24 @@ def test_every_call_counts_once_each_even_when_only_details_are_used():
     )
 
 
+class InPlaceAfterPool(Net):
+    """In-place ops on what the layer returns, as a network built for nn.MaxPool2d does."""
+
+    def body(self, h):
+        y = self.down(nn.functional.relu(self.down(h), inplace=True))
+        bands = self.side.decompose(h)
+        detail = bands.lh.mul_(0.5).add_(bands.hh)
+        return y + detail[..., : y.shape[-2], : y.shape[-1]].sum()
+
+
+def test_in_place_ops_after_the_layer_train():
+    torch.manual_seed(0)
+    model = randomise(InPlaceAfterPool()).double()
+    x = torch.randn(2, 3, 8, 10, dtype=torch.float64)
+    expected = _explicit_grads(model, x)
+    _assert_same(_implicit_grads(model, x), expected)
+
+
 @pytest.mark.parametrize("reentrant", [True, False])
 def test_activation_checkpointing(reentrant):
     model, x = _pair()
