@@ -46,6 +46,7 @@ branches read at output stride 16. Any ``+skip`` up is refused with that reason.
 from __future__ import annotations
 
 import contextlib
+import difflib
 
 import torch
 import torch.nn.functional as F
@@ -190,6 +191,14 @@ def _hub_files(name: str, weights: str) -> str:
 def _build_encoder(name: str, in_channels: int, output_stride: int, encoder_weights):
     import segmentation_models_pytorch as smp
 
+    known = smp.encoders.get_encoder_names()
+    if name not in known:  # smp raises a KeyError: a traceback past the tools' error handling
+        close = difflib.get_close_matches(str(name), known, n=3)
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+        raise ValueError(
+            f"unknown encoder {name!r}; {hint}segmentation_models_pytorch has: "
+            f"{', '.join(sorted(known))}"
+        )
     path = weights_path(encoder_weights)
     hub_weights = None if path is not None else encoder_weights
     try:

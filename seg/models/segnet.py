@@ -31,6 +31,8 @@ top of a skip.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -112,8 +114,8 @@ def _check_shape(encoder: str, depth: int, width: float) -> None:
         raise ValueError(f"unknown SegNet encoder {encoder!r}; choose one of {list(VGG_STAGES)}")
     if not 1 <= depth <= len(VGG_STAGES[encoder]):
         raise ValueError(f"SegNet depth must be 1..{len(VGG_STAGES[encoder])}, got {depth}")
-    if width <= 0:
-        raise ValueError(f"SegNet width must be positive, got {width}")
+    if not math.isfinite(width) or width <= 0:
+        raise ValueError(f"SegNet width must be a positive finite number, got {width}")
 
 
 class SegNet(nn.Module):

@@ -26,7 +26,10 @@ is one line and a learned one is a small module:
   layer is the lazy wavelet (LL = x[0::2, 0::2]).
 * ``haar``: P(t) = t, U(d) = d / 2. Equals PyWavelets ``haar`` up to scale.
 * ``legall53``: P(t)[n] = (t[n] + t[n+1]) / 2, U(d)[n] = (d[n-1] + d[n]) / 4,
-  with whole-sample symmetric borders. Equals PyWavelets ``bior2.2`` up to scale.
+  with whole-sample symmetric borders. On even lengths it equals PyWavelets
+  ``bior2.2`` (mode "reflect") up to scale; an odd length is first extended by
+  repeating its last sample (as for every predictor, see ``_split``), so its last
+  detail is 0 and its last LL row/column differ from bior2.2's symmetric extension.
 
 Low-precision inputs (float16/bfloat16) are computed in float32 and the
 results cast back, with autocast disabled inside the operator.

@@ -105,6 +105,9 @@ def test_invalid_arguments_name_the_fix():
     # Its low-level skip already is the skip control: no '+skip' variant (module docstring).
     with pytest.raises(ValueError, match=r"no '\+skip' variant.*up='bilinear' is the skip"):
         DeepLabV3Plus(3, encoder=ENCODER, up="bilinear+skip")
+    # smp's KeyError would escape the tools' error handling as a traceback
+    with pytest.raises(ValueError, match=r"unknown encoder 'resnet5'; did you mean 'resnet50'"):
+        DeepLabV3Plus(3, encoder="resnet5")
 
 
 def test_encoder_weights_from_torchvision_file(tmp_path):

@@ -65,6 +65,9 @@ def test_invalid_arguments_name_the_fix():
         SegNet(3, encoder="resnet50")
     with pytest.raises(ValueError, match="unknown option"):
         SegNet(3, down="max", up="maxunpool", predictor="haar")
+    for width in (0, -1, float("inf"), float("nan")):  # inf overflowed past the tools' handling
+        with pytest.raises(ValueError, match="width must be a positive finite number"):
+            SegNet(3, width=width)
 
 
 def _decode_with_hook(model, x, hook=None):
