@@ -138,7 +138,8 @@ class SegNet(nn.Module):
             channels.
         pad_mode: inputs are padded at the bottom/right to a multiple of ``2**depth``
             (``replicate`` or ``zeros``) and the logits cropped back, so every pair
-            pools even sizes; ``none`` lets each pair handle odd sizes itself (all do).
+            pools even sizes; ``none`` lets each pair handle odd sizes itself (all do;
+            ``lip``'s instance norms need a map of at least 2 pixels at every stage).
         pool_options: passed to ``build_pool_pair`` (``predictor``, ``kernel_size``,
             ``output`` for lift; ``logit`` for lip).
 
