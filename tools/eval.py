@@ -12,7 +12,7 @@ OUT/metrics.md, OUT/confusion_matrix.png (each true class's row as fractions of 
 and OUT/per_class.png (IoU and Boundary IoU bars per class), and prints the table. OUT
 defaults to CKPT_DIR/eval_<split>_<checkpoint name> (eval_val_best, eval_test_last);
 metrics.json names the checkpoint, the split and the prediction settings (mode, window,
-TTA, resize), and an earlier evaluation of anything else there is replaced only with
+TTA and its scales, resize), and an earlier evaluation of anything else there is replaced only with
 --force (the same evaluation again just writes its files anew).
 """
 
@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             "split": cfg.eval.split,
             "settings": prediction_settings(cfg),
         }
-        if dist_info.is_main and not args.force:
-            check_not_done(out, what)
+        if dist_info.is_main:
+            if not args.force:
+                check_not_done(out, what)
             check_writable(out)  # before the work, not after it
         transform = build_val_transform(meta["mean"], meta["std"])
         dataset = build_dataset(cfg.data, cfg.eval.split, transform=transform)
@@ -145,16 +146,23 @@ def check_not_done(folder: Path, what: dict) -> None:
     except (OSError, ValueError):
         earlier = {}
     earlier = earlier if isinstance(earlier, dict) else {}
+    # An older eval.py recorded no settings: its checkpoint and split still count.
     differs = [
         f"{key} {earlier.get(key)} there, {value} now"
         for key, value in what.items()
-        if earlier.get(key) != value
+        if (key in earlier or key != "settings") and not _same(key, earlier.get(key), value)
     ]
     if differs:
         raise ConfigError(
             f"{path} holds an earlier evaluation ({'; '.join(differs)}): pass --force to "
             "replace it, or --out another folder"
         )
+
+
+def _same(key: str, earlier, now) -> bool:
+    if key == "checkpoint" and isinstance(earlier, str):  # ./R/best.pt is R/best.pt
+        return Path(earlier).resolve() == Path(now).resolve()
+    return earlier == now
 
 
 def check_writable(folder: Path) -> None:

@@ -301,11 +301,11 @@ class SegmentationDataset(torch.utils.data.Dataset):
         try:
             out = transform(image=image, mask=mask)
         except cv2.error as error:  # OpenCV's message names neither the image nor a fix
-            reason = str(error).strip().splitlines()[-1]
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
             raise ValueError(
                 f"sample {name!r} ({image.shape[1]}x{image.shape[0]}): the data transform "
-                f"failed on it ({reason}); an image too small to scale by data.scale's lower "
-                "bound fails so: remove it, or raise the bound"
+                f"failed on it ({reason}); e.g. an image too small to scale by data.scale's "
+                "lower bound fails so: remove it, or raise the bound"
             ) from error
         image, mask = out["image"], out["mask"]
         if isinstance(mask, torch.Tensor) and mask.dtype != torch.int64:

@@ -38,7 +38,6 @@ from seg.data.cityscapes import (
     cityscapes_samples,
 )
 from seg.data.folder import (
-    check_class_colors,
     check_palette,
     colored_reduce_zero_label_error,
     colors_to_labels,
@@ -127,7 +126,7 @@ def check_dataset(
                 Path(root) / masks,
                 num_classes,
                 jobs,
-                None if palette is None else _class_colors(palette, ignore_color),
+                None if palette is None else check_palette(palette),
                 ignore_color,
                 mask_suffix,
                 ignore_index,
@@ -201,13 +200,6 @@ def _ade20k_mask(path: Path) -> tuple[np.ndarray, list[int]]:
     values = np.unique(mask)
     limit = len(ADE20K_CLASSES)
     return mask, [int(v) for v in values if v > limit and v != IGNORE_INDEX]
-
-
-def _class_colors(palette: Sequence[Sequence[int]], ignore_color: Sequence[int] | None):
-    """``palette`` as `check_palette` gives it, each class's colour its own."""
-    array = check_palette(palette)
-    check_class_colors(array, ignore_color)
-    return array
 
 
 def _check_folder(

@@ -99,23 +99,27 @@ def check_palette(palette, num_classes: int | None = None) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-def check_class_colors(palette: np.ndarray, ignore_color: Sequence[int] | None = None) -> None:
-    """Each class its own colour and the ignore colour none of theirs, or a ValueError: a
-    colour mask's pixels of a shared colour would silently go to one of them."""
+def check_class_colors(
+    palette: np.ndarray, ignore_color: Sequence[int] | None, name: str | Path
+) -> None:
+    """Each class its own colour and the ignore colour none of theirs, or a ValueError:
+    the colour mask ``name``'s pixels of a shared colour would silently go to one of them
+    (index masks don't care: there the palette only draws)."""
     owner: dict[tuple[int, ...], int] = {}
-    for index, color in enumerate(tuple(row) for row in palette.tolist()):
+    for index, color in enumerate(tuple(row) for row in np.asarray(palette).tolist()):
         if color in owner:
             raise ValueError(
-                f"palette colour {list(color)} is given to class {owner[color]} and class "
-                f"{index}: a colour mask's pixels of it could only be one of them; give each "
-                "class its own colour"
+                f"{name} is a colour mask, but palette colour {list(color)} is given to class "
+                f"{owner[color]} and class {index}: its pixels could only be one of them; "
+                "give each class its own colour"
             )
         owner[color] = index
-    if ignore_color is not None and tuple(int(c) for c in ignore_color) in owner:
+    ignore = None if ignore_color is None else tuple(int(c) for c in ignore_color)
+    if ignore in owner:
         raise ValueError(
-            f"ignore_color {list(ignore_color)} is also the palette colour of class "
-            f"{owner[tuple(int(c) for c in ignore_color)]}: its pixels could not be both; "
-            "choose an ignore colour that no class has"
+            f"{name} is a colour mask, but ignore_color {list(ignore)} is also the palette "
+            f"colour of class {owner[ignore]}: its pixels could not be both; choose an "
+            "ignore colour that no class has"
         )
 
 
@@ -139,6 +143,7 @@ def colors_to_labels(
     ``ignore_color`` maps to ``ignore_index``; any other colour not in the palette raises
     ValueError. The ids are uint8 when every id and the ignore value fit, else int64.
     """
+    check_class_colors(palette, ignore_color, name)
     codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
     palette_codes = (palette[:, 0].astype(np.int32) << 16) | (palette[:, 1].astype(np.int32) << 8)
     palette_codes |= palette[:, 2]
@@ -204,8 +209,6 @@ class FolderDataset(FileDataset):
             self.palette = check_palette(palette, self.num_classes)
         if ignore_color is not None:
             check_palette([ignore_color])
-        if self.has_palette:
-            check_class_colors(self.palette, ignore_color)
         self.ignore_color = tuple(ignore_color) if ignore_color is not None else None
         self.images_dir = Path(images_dir)
         self.masks_dir = Path(masks_dir)

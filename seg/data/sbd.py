@@ -93,8 +93,9 @@ def convert_sbd(
     if taken and not force:
         raise FileExistsError(
             f"{' and '.join(str(path) for path in taken)} already exist: converting would "
-            "replace their masks and names. Train on them as they are (split trainaug), "
-            "move them away, or pass --force to replace them"
+            "replace their masks and names. Keep them (a complete SegmentationClassAug with "
+            "its trainaug.txt is what split trainaug reads), move them away, or pass --force "
+            "to replace them"
         )
     out_dir.mkdir(exist_ok=True)
     palette = voc_palette(256).reshape(-1).tolist()

@@ -496,6 +496,10 @@ def _load_pt2(path: Path, device: torch.device):
     text = extra["liftseg.json"]  # the archive's own copy: it cannot belong to another file
     if meta_path.is_file():
         beside = meta_path.read_text()
+        try:
+            json.loads(beside)
+        except ValueError as error:
+            raise ValueError(f"{meta_path} is not valid JSON ({error}): delete it") from error
         if not text:
             text = beside
         elif json.loads(beside) != json.loads(text):

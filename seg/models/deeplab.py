@@ -191,14 +191,6 @@ def _hub_files(name: str, weights: str) -> str:
 def _build_encoder(name: str, in_channels: int, output_stride: int, encoder_weights):
     import segmentation_models_pytorch as smp
 
-    known = smp.encoders.get_encoder_names()
-    if name not in known:  # smp raises a KeyError: a traceback past the tools' error handling
-        close = difflib.get_close_matches(str(name), known, n=3)
-        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
-        raise ValueError(
-            f"unknown encoder {name!r}; {hint}segmentation_models_pytorch has: "
-            f"{', '.join(sorted(known))}"
-        )
     path = weights_path(encoder_weights)
     hub_weights = None if path is not None else encoder_weights
     try:
@@ -210,6 +202,12 @@ def _build_encoder(name: str, in_channels: int, output_stride: int, encoder_weig
                 weights=hub_weights,
                 output_stride=output_stride,
             )
+    except KeyError as error:  # smp's "wrong encoder name": past the tools' error handling
+        known = smp.encoders.get_encoder_names()
+        close = [] if name in known else difflib.get_close_matches(str(name), known, n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        reason = error.args[0] if error.args else error
+        raise ValueError(f"encoder {name!r}{hint} ({reason})") from error
     except OSError as error:  # no internet: DNS, socket, URLError, hub cache misses
         raise download_failed(
             f"{hub_weights!r} weights for encoder {name!r}" + _hub_files(name, hub_weights),

@@ -103,15 +103,20 @@ def test_missing_folders(tmp_path):
 
 
 def test_a_colour_shared_by_two_classes_or_the_ignore_colour_is_refused(tmp_path):
-    """A colour mask's pixels of a shared colour would silently go to one of them."""
-    images, masks, _ = _tree(tmp_path, np.random.default_rng(3))
+    """A colour mask's pixels of a shared colour would silently go to one of them; index
+    masks are read as they are (there the palette only draws)."""
+    images, masks, truth = _tree(tmp_path, np.random.default_rng(3))
     twice = [PALETTE[0], PALETTE[1], PALETTE[1]]
-    with pytest.raises(
-        ValueError, match=r"colour \[128, 64, 128\] is given to class 1 and class 2"
-    ):
-        FolderDataset(images, masks, CLASSES, palette=twice)
-    with pytest.raises(ValueError, match=r"ignore_color \[0, 200, 0\] is also .* of class 2"):
-        FolderDataset(images, masks, CLASSES, palette=PALETTE, ignore_color=(0, 200, 0))
+    clash = {"palette": PALETTE, "ignore_color": (0, 200, 0)}
+    for options, message in [
+        ({"palette": twice}, r"colour \[128, 64, 128\] is given to class 1 and class 2"),
+        (clash, r"ignore_color \[0, 200, 0\] is also the palette colour of class 2"),
+    ]:
+        dataset = FolderDataset(images, masks, CLASSES, **options)
+        for index in (0, 1):  # a (grey) and b (palette PNG): index masks
+            np.testing.assert_array_equal(dataset.load_raw(index)[1], truth["ab"[index]][1])
+        with pytest.raises(ValueError, match=rf"c\.png is a colour mask, but .*{message}"):
+            dataset.load_raw(2)
 
 
 def test_reduce_zero_label_reads_index_masks_and_refuses_colour_ones(tmp_path):

@@ -84,6 +84,13 @@ def test_default_folder_names_the_checkpoint_and_an_earlier_result_is_kept(
     assert settings == {
         "mode": "slide", "crop_size": [24, 24], "stride": [16, 16], "tta": "flip", "resize": None
     }  # fmt: skip
+    # metrics of an older eval.py (no settings) of this checkpoint and split, named another
+    # way: the same evaluation as far as can be told
+    metrics = json.loads((out / "metrics.json").read_text())
+    del metrics["settings"]
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    another_way = checkpoint.parent / ".." / checkpoint.parent.name / checkpoint.name
+    assert eval_tool.main([str(another_way), "--device", "cpu"]) == 0
 
 
 def test_absent_classes_and_many_classes(tmp_path):
