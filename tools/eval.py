@@ -12,8 +12,8 @@ OUT/metrics.md, OUT/confusion_matrix.png (each true class's row as fractions of 
 and OUT/per_class.png (IoU and Boundary IoU bars per class), and prints the table. OUT
 defaults to CKPT_DIR/eval_<split>_<checkpoint name> (eval_val_best, eval_test_last);
 metrics.json names the checkpoint, the split and the prediction settings (mode, window,
-TTA and its scales, resize), and an earlier evaluation of anything else there is replaced only with
---force (the same evaluation again just writes its files anew).
+TTA and its scales, resize), and an earlier evaluation of anything else there is replaced
+only with --force (the same evaluation again just writes its files anew).
 """
 
 from __future__ import annotations

@@ -143,7 +143,6 @@ def colors_to_labels(
     ``ignore_color`` maps to ``ignore_index``; any other colour not in the palette raises
     ValueError. The ids are uint8 when every id and the ignore value fit, else int64.
     """
-    check_class_colors(palette, ignore_color, name)
     codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
     palette_codes = (palette[:, 0].astype(np.int32) << 16) | (palette[:, 1].astype(np.int32) << 8)
     palette_codes |= palette[:, 2]
@@ -152,7 +151,12 @@ def colors_to_labels(
         ignore_code = (
             (int(ignore_color[0]) << 16) | (int(ignore_color[1]) << 8) | int(ignore_color[2])
         )
-        lookup.setdefault(ignore_code, ignore_index)
+    else:
+        ignore_code = None
+    if len(lookup) < len(palette) or ignore_code in lookup:  # a colour given twice
+        check_class_colors(palette, ignore_color, name)  # names them
+    if ignore_code is not None:
+        lookup[ignore_code] = ignore_index
     unique_codes, inverse = np.unique(codes, return_inverse=True)
     unknown = [int(code) for code in unique_codes if int(code) not in lookup]
     if unknown:

@@ -497,12 +497,12 @@ def _load_pt2(path: Path, device: torch.device):
     if meta_path.is_file():
         beside = meta_path.read_text()
         try:
-            json.loads(beside)
+            beside_meta = json.loads(beside)
         except ValueError as error:
             raise ValueError(f"{meta_path} is not valid JSON ({error}): delete it") from error
         if not text:
             text = beside
-        elif json.loads(beside) != json.loads(text):
+        elif beside_meta != json.loads(text):
             raise ValueError(
                 f"{meta_path} disagrees with the metadata inside {path.name} (classes, palette, "
                 "normalisation): it belongs to another export. Delete it (the archive's copy "

@@ -376,8 +376,10 @@ def _gradient_nonfinite(run: Run) -> Tensor:
     if clip is not None:
         run.scaler.unscale_(run.optimizer)
         norm = nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+    if run.scaler.is_enabled():
+        return torch.zeros((), dtype=torch.bool, device=run.device)
     grads = [p.grad.detach() for p in run.model.parameters() if p.grad is not None]
-    if run.scaler.is_enabled() or not grads:  # (no gradient: a frozen model)
+    if not grads:  # a frozen model
         return torch.zeros((), dtype=torch.bool, device=run.device)
     if clip is None:
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
