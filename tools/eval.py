@@ -27,8 +27,8 @@ from seg.config import ConfigError
 from seg.data import build_dataset, build_val_transform
 from seg.engine import evaluate, format_table, load_for_inference
 from seg.engine.checkpoint import write_text_atomic
-from seg.engine.cli import EXPECTED_ERRORS, fail
-from seg.engine.distributed import cleanup, init_distributed
+from seg.engine.cli import EXPECTED_ERRORS, USAGE_ERROR, fail
+from seg.engine.distributed import any_process, cleanup, init_distributed
 from seg.engine.evaluator import json_ready
 from seg.engine.runtime import autocast_dtype
 from seg.engine.visualize import draw_confusion_matrix, draw_per_class
@@ -71,10 +71,18 @@ def main(argv: list[str] | None = None) -> int:
             "split": cfg.eval.split,
             "settings": prediction_settings(cfg),
         }
-        if dist_info.is_main:
-            if not args.force:
-                check_not_done(out, what)
-            check_writable(out)  # before the work, not after it
+        refusal = None
+        if dist_info.is_main:  # before the work, not after it
+            try:
+                if not args.force:
+                    check_not_done(out, what)
+                check_writable(out)
+            except (ConfigError, OSError) as error:
+                refusal = error
+        if any_process(refusal is not None, dist_info.device):
+            if refusal is None:  # another process: the main one prints why
+                return USAGE_ERROR
+            raise refusal
         transform = build_val_transform(meta["mean"], meta["std"])
         dataset = build_dataset(cfg.data, cfg.eval.split, transform=transform)
         check_agreement(model, meta, dataset, cfg)

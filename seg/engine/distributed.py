@@ -74,6 +74,14 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def any_process(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on at least one process, answered on every process (a decision
+    one process made, such as a refusal, that all must act on together)."""
+    if not is_distributed():
+        return flag
+    return bool(all_reduce_sum(torch.tensor([int(flag)], device=device)).item())
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

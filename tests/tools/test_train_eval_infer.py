@@ -207,6 +207,24 @@ def test_torchrun_eval_counts_every_image_once(trained, tmp_path):
 
 
 @pytest.mark.slow
+def test_torchrun_eval_refusal_stops_every_process_cleanly(trained, tmp_path):
+    # The main process refuses to replace another evaluation; the other process learns it
+    # from the main one and stops too, instead of dying on a closed connection mid-eval.
+    out = tmp_path / "earlier"
+    run_tool("tools/eval.py", trained / "last.pt", "--out", out, "--split", "test")
+    earlier = (out / "metrics.json").read_text()
+    refused = run_tool(
+        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "tools/eval.py", trained / "last.pt", "--out", out, "--device", "cpu", check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert refused.stderr.count("holds an earlier evaluation") == 1
+    assert "Connection closed" not in refused.stderr
+    assert "exitcode  : 2" in refused.stderr and "exitcode  : 1" not in refused.stderr
+    assert (out / "metrics.json").read_text() == earlier
+
+
+@pytest.mark.slow
 def test_torchrun_training_runs_and_writes_one_checkpoint(tmp_path):
     work_dir = tmp_path / "ddp"
     _torchrun(
