@@ -273,11 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument(
-        "--only", nargs="+", metavar="PAIR", help="only these pairs (and baselines)"
+        "--only",
+        action="extend",
+        nargs="+",
+        metavar="PAIR",
+        help="only these pairs (and baselines)",
     )
     parser.add_argument("--model", choices=["segnet", "deeplabv3plus"], help="only this model")
     parser.add_argument(
-        "--set", nargs="+", default=[], metavar="KEY=VALUE",
+        "--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
         help="config overrides for every case, e.g. model.width=0.25 train.batch_size=8",
     )  # fmt: skip
     parser.add_argument(

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-classes", type=int, help="folder data set: labels must be < N")
     parser.add_argument(
         "--palette",
+        action="extend",
         nargs="+",
         type=_rgb,
         metavar="R,G,B",

@@ -552,7 +552,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar=("NAME", "KEY=VALUE"),
         help="a variant of the one config: its name, then its overrides (repeat the flag)",
     )
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these variants")
+    parser.add_argument(
+        "--only", action="extend", nargs="+", metavar="NAME", help="run only these variants"
+    )
     parser.add_argument(
         "--tables",
         action="store_true",
@@ -564,8 +566,10 @@ def _parser() -> argparse.ArgumentParser:
         help="draw predictions.png (and predictions.json) again, training nothing but a run "
         "whose checkpoint is gone, again with its settings in OUT/retrained/",
     )
-    parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="for all")
+    parser.add_argument("--seeds", action="extend", nargs="+", type=int, help="default: 0 1 2")
+    parser.add_argument(
+        "--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="for all"
+    )
     parser.add_argument("--split", help="score on this split (default: each config's eval.split)")
     parser.add_argument("--checkpoint", choices=("last", "best"), help="default: last")
     parser.add_argument("--images", type=int, help="images in predictions.png (default 4)")

@@ -67,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, help="training iterations (default: the study's)")
     parser.add_argument("--images", type=int, default=4, help="test scenes to predict")
     parser.add_argument(
-        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="more config overrides"
+        "--set",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more config overrides",
     )
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("checkpoint", help="a last.pt / best.pt written by tools/train.py")
     parser.add_argument("--config", help="use this YAML config instead of the checkpoint's")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
     parser.add_argument("--split", help="data split (default: eval.split, usually val)")
     parser.add_argument("--mode", choices=("whole", "slide"), help="default: eval.mode")
     parser.add_argument("--tta", choices=("none", "flip", "ms"), help="default: eval.tta")

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlay", action="store_true", help="also write colour overlays")
     parser.add_argument("--mode", choices=("whole", "slide"), help="default: the config's")
     parser.add_argument("--tta", choices=("none", "flip", "ms"), help="default: the config's")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
     args = parser.parse_args(argv)

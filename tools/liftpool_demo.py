@@ -10,7 +10,8 @@ MaxUnpool leaves holes and bilinear blurs thin structures away. A control,
     python tools/liftpool_demo.py --out outputs/liftpool_demo    # or: make demo-liftpool
 
 Prints a table and writes ``OUT/liftpool_demo.png`` (rows: input, then each pair's
-reconstruction and labels) and ``OUT/liftpool_demo.md``.
+reconstruction and labels) and ``OUT/liftpool_demo.md``; OUT is ``--out``, outputs/demo
+unless given.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Train a segmentation model from a config, on one process or many (torchrun).
 
-    python tools/train.py configs/segnet_vgg16x0.25-lift_synthetic-128x128_2k.yaml
+    python tools/train.py configs/segnet_vgg16x0.25-lift-lift_synthetic-128x128_2k.yaml
     python tools/train.py CONFIG --set train.lr=0.02 model.up=bilinear data.root=/data/voc
     python tools/train.py CONFIG --work-dir work_dirs/try1 --resume         # latest last.pt
     python tools/train.py CONFIG --resume work_dirs/try1/last.pt            # continues try1
@@ -11,12 +11,13 @@ Writes to the work dir (default work_dirs/<config name>): config.yaml (the resol
 config), train.log, tb/ (TensorBoard), last.pt, best.pt, metrics.json and metrics.md.
 Ctrl-C or SIGTERM finishes the step, saves last.pt and exits with 128 + the signal number.
 A work dir that already holds a run is refused: continue it with --resume, or replace it
-with --force. --resume CKPT continues in CKPT's folder unless --work-dir names another,
-which must not hold another run. --load-from (train.load_from) starts a new run from the
-weights of a checkpoint, a state_dict or a .safetensors file (weights only: optimizer,
-schedule and iteration start afresh); tensors whose name or shape differ, such as a head for another
-number of classes, keep their initialisation and are listed by name, and --strict refuses
-them instead. A resume restores its own weights and does not load them again.
+with --force (which deletes nothing until the new run has built its data and model).
+--resume CKPT continues in CKPT's folder unless --work-dir names another, which must not
+hold another run and receives the run's best.pt too. --load-from (train.load_from)
+starts a new run from the weights of a checkpoint, a state_dict or a .safetensors file
+(weights only: optimizer, schedule and iteration start afresh); tensors whose name or shape
+differ, such as a head for another number of classes, keep their initialisation and are
+listed by name, and --strict refuses them instead. A resume restores its own weights and does not load them again.
 A config error (one line naming the key) exits with 2, missing data or divergence with 1
 (SEG_DEBUG=1 shows the traceback).
 """
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="YAML config (see configs/)")
     parser.add_argument(
         "--set",
+        action="extend",
         nargs="+",
         default=[],
         metavar="KEY=VALUE",

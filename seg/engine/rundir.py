@@ -25,6 +25,7 @@ log = logging.getLogger("seg")
 RUN_OUTPUTS = (LAST, BEST, "metrics.json")
 # What --force removes besides RUN_OUTPUTS: files the trainer wrote, nothing else.
 CURVE = "curve.jsonl"  # one line per validation during training: the learning curve
+CONFIG = "config.yaml"  # the resolved config a run was started with
 _REPLACED_WITH_FORCE = ("metrics.md", CURVE)
 # Dotted keys (or whole sections) a resume may change: where files are, how the run is
 # watched and how fast data arrive, nothing the weights depend on.
@@ -34,6 +35,7 @@ SAFE_TO_CHANGE_ON_RESUME = (
     "data.root",
     "train.workers",
     "train.load_from",  # fine-tuning weights: loaded at the start only, never on a resume
+    "train.load_strict",  # how load_from is loaded: the same
     "train.log_interval",
     "train.ckpt_interval",
     "train.num_vis",
@@ -48,38 +50,60 @@ def run_outputs(work_dir: Path) -> list[str]:
     return [name for name in RUN_OUTPUTS if (Path(work_dir) / name).exists()]
 
 
-def prepare_fresh_start(
-    work_dir: Path, force: bool, is_main: bool = True, keep: str | Path | None = None
-) -> None:
-    """Refuse a new run in a work dir that holds one, or (``force``) clear that run's outputs.
-    ``keep``: a file the new run still needs (its ``load_from``): refused if it is one of them.
+def check_fresh_start(
+    work_dir: Path, config_text: str, force: bool, keep: str | Path | None = None
+) -> list[str]:
+    """What a new run in ``work_dir`` would replace: refused unless ``force``.
 
-    Every process checks; only the main process deletes (call a barrier after it).
+    A run's outputs (`RUN_OUTPUTS`) are refused, and so is a ``config.yaml`` other than
+    ``config_text`` (another run's, or a file of the user's); one equal to it is the same run
+    started again before its first checkpoint. ``keep``: a file the new run still needs (its
+    ``load_from``): refused if it is one of them. Nothing is deleted here (`clear_run`
+    does, once the new run has shown it can start).
     """
+    work_dir = Path(work_dir)
+    if work_dir.exists() and not work_dir.is_dir():
+        raise ConfigError(f"--work-dir {work_dir} is a file: give a folder")
     existing = run_outputs(work_dir)
+    config = work_dir / CONFIG
+    if config.exists() and not _holds(config, config_text):
+        existing.append(CONFIG)
     if not existing:
-        return
+        return []
     if not force:
         raise ConfigError(
             f"{work_dir} already holds a run ({', '.join(existing)}): continue it with "
             "--resume, train into another --work-dir, or replace it with --force"
         )
-    removed = [*existing, *(n for n in _REPLACED_WITH_FORCE if (work_dir / n).exists())]
-    if keep is not None and Path(keep).resolve() in {(work_dir / n).resolve() for n in removed}:
+    replaced = [*existing, *(n for n in _REPLACED_WITH_FORCE if (work_dir / n).exists())]
+    if keep is not None and Path(keep).resolve() in {(work_dir / n).resolve() for n in replaced}:
         raise ConfigError(
             f"--force would delete {keep}, the weights this run starts from (load_from): "
             "copy them out of the work dir first, or train into another --work-dir"
         )
-    if not is_main:
+    return replaced
+
+
+def _holds(path: Path, text: str) -> bool:
+    try:
+        return path.read_bytes() == text.encode()
+    except OSError:
+        return False
+
+
+def clear_run(work_dir: Path, replaced: list[str]) -> None:
+    """Delete what `check_fresh_start` said a new run replaces (with ``--force``), and the
+    old run's TensorBoard event files. Call it on the main process only."""
+    if not replaced:
         return
-    for name in removed:
-        (work_dir / name).unlink()
+    for name in replaced:
+        (work_dir / name).unlink(missing_ok=True)
     events = sorted((work_dir / "tb").glob("events.out.tfevents.*"))
     for path in events:
         path.unlink()
     log.warning(
         "--force: removed the previous run's %s%s from %s",
-        ", ".join(removed),
+        ", ".join(replaced),
         f" and {len(events)} TensorBoard event file(s)" if events else "",
         work_dir,
     )

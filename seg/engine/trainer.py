@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import logging.handlers
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -36,7 +38,13 @@ from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from seg.engine import checkpoint as ckpt
 from seg.engine import rundir
 from seg.engine.checkpoint import data_meta
-from seg.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from seg.engine.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    any_process,
+    barrier,
+    init_distributed,
+)
 from seg.engine.evaluator import evaluate, format_table, json_ready
 from seg.engine.losses import build_losses
 from seg.engine.runtime import (
@@ -174,7 +182,9 @@ class _Stop:
         self.signum, self.at = signum, now
 
 
-def _setup_logging(work_dir: Path, is_main: bool) -> None:
+def _setup_logging(is_main: bool) -> None:
+    """The log on the console, and (main process) kept in memory until `_log_to_file` can
+    write ``train.log``: a run refused on bad input writes nothing into its work dir."""
     log.setLevel(logging.INFO if is_main else logging.WARNING)
     for handler in list(log.handlers):
         if getattr(handler, "_seg_run", False):
@@ -182,12 +192,27 @@ def _setup_logging(work_dir: Path, is_main: bool) -> None:
             handler.close()
     handlers: list[logging.Handler] = [_TqdmHandler()]
     if is_main:
-        handlers.append(logging.FileHandler(work_dir / "train.log"))
+        handlers.append(logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=1 << 20))
     for handler in handlers:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        handler._seg_run = True
-        log.addHandler(handler)
+        _add_handler(handler)
     log.propagate = False
+
+
+def _add_handler(handler: logging.Handler) -> None:
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler._seg_run = True
+    log.addHandler(handler)
+
+
+def _log_to_file(path: Path) -> None:
+    """From now on (and what was logged before, in order) into ``path``."""
+    file = logging.FileHandler(path)
+    _add_handler(file)
+    for handler in list(log.handlers):
+        if isinstance(handler, logging.handlers.MemoryHandler):
+            handler.setTarget(file)
+            handler.close()  # flushes the records held so far into the file
+            log.removeHandler(handler)
 
 
 class _TqdmHandler(logging.Handler):
@@ -554,7 +579,8 @@ def write_final_report(run: Run, metrics: dict, dist_info: DistInfo) -> None:
     table = format_table(metrics)
     ckpt.write_text_atomic(work_dir / "metrics.md", table + "\n")
     log.info("final validation (%s split):\n%s", run.cfg.eval.split, table)
-    log.info("checkpoints: %s, %s", work_dir / ckpt.LAST, work_dir / ckpt.BEST)
+    saved = [str(work_dir / name) for name in (ckpt.LAST, ckpt.BEST) if (work_dir / name).is_file()]
+    log.info("checkpoints: %s", ", ".join(saved) or "none")
 
 
 # ---------------------------------------------------------------- set-up
@@ -562,11 +588,13 @@ def write_final_report(run: Run, metrics: dict, dist_info: DistInfo) -> None:
 
 def _setup(
     cfg: Config, device: str | None, resume: str | Path | bool | None, force: bool
-) -> tuple[DistInfo, dict | None]:
-    """Process group; the checkpoint to resume (checked against ``cfg``) or a work dir free
-    for a new run, both before anything is written; then work dir, logging, determinism."""
+) -> tuple[DistInfo, dict | None, list[str]]:
+    """Process group, console log, determinism; the checkpoint to resume (checked against
+    ``cfg``), or what a new run would replace in its work dir (refused without ``force``).
+    Writes nothing: `_open_work_dir` does, once data and model have been built."""
     dist_info = init_distributed(device)
-    state = None
+    _setup_logging(dist_info.is_main)
+    state, replaced = None, []
     if resume:
         state = _load_resume_state(cfg, resume)
         rundir.check_resume_target(Path(state["_path"]), cfg.work_dir)
@@ -576,19 +604,63 @@ def _setup(
             raise FileNotFoundError(
                 f"train.load_from: {load_from} not found; give {ckpt.WEIGHT_FORMATS}"
             )
-        rundir.prepare_fresh_start(cfg.work_dir, force, dist_info.is_main, keep=load_from)
-    if dist_info.is_main:
-        cfg.work_dir.mkdir(parents=True, exist_ok=True)
-        rundir.remove_stale_temporaries(cfg.work_dir)
-    barrier()
-    _setup_logging(cfg.work_dir, dist_info.is_main)
+        replaced = rundir.check_fresh_start(cfg.work_dir, cfg.to_yaml(), force, keep=load_from)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     elif dist_info.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    return dist_info, state
+    return dist_info, state, replaced
+
+
+def _open_work_dir(cfg: Config, dist_info: DistInfo, state: dict | None, replaced) -> None:
+    """The main process clears what ``--force`` replaces, then writes ``config.yaml`` and
+    starts ``train.log``; a resume into another folder takes the run's ``best.pt`` along.
+    Every process stops if the main one cannot (it says why)."""
+    failure = None
+    if dist_info.is_main:
+        work_dir = cfg.work_dir
+        try:
+            rundir.clear_run(work_dir, replaced)
+            work_dir.mkdir(parents=True, exist_ok=True)
+            rundir.remove_stale_temporaries(work_dir)
+            ckpt.write_text_atomic(work_dir / rundir.CONFIG, cfg.to_yaml())
+            _log_to_file(work_dir / "train.log")
+            if state is not None:
+                _carry_best(Path(state["_path"]).parent, work_dir)
+        except OSError as error:
+            failure = OSError(
+                f"cannot write the run into --work-dir {work_dir} "
+                f"({error.strerror or error}): choose another folder"
+            )
+    if any_process(failure is not None, dist_info.device):
+        raise failure or MainProcessStopped("the main process stopped (its error says why)")
+
+
+class MainProcessStopped(RuntimeError):
+    """Under torchrun: the main process refused to go on, so this one stops too."""
+
+
+def _carry_best(source: Path, work_dir: Path) -> None:
+    """A resume into another work dir copies the run's ``best.pt`` there: the new folder
+    then holds the whole run (``best_miou`` is restored, so a later validation only
+    replaces it when it beats it)."""
+    best = source / ckpt.BEST
+    if source.resolve() == work_dir.resolve() or not best.is_file():
+        return
+    with open(best, "rb") as source_file:
+        ckpt.atomic_write(
+            work_dir / ckpt.BEST, lambda handle: shutil.copyfileobj(source_file, handle)
+        )
+    log.info("copied %s (the run's best so far) into %s", best, work_dir)
+
+
+# What Run.state_dict writes and a resume reads.
+_RESUME_KEYS = (
+    *("model", "optimizer", "scheduler", "scaler"),
+    *("iteration", "best_miou", "rng", "config", "meta"),
+)
 
 
 def _load_resume_state(cfg: Config, resume: str | Path | bool) -> dict:
@@ -596,11 +668,23 @@ def _load_resume_state(cfg: Config, resume: str | Path | bool) -> dict:
     trained with ``cfg`` (up to the keys safe to change on a resume)."""
     path = ckpt.find_latest(cfg.work_dir) if resume is True else Path(resume)
     if path is None:
+        best = cfg.work_dir / ckpt.BEST
         raise ConfigError(
-            f"--resume: there is no {ckpt.LAST} in {cfg.work_dir} to continue. Start a new "
-            "run without --resume, or name the checkpoint: --resume PATH"
+            f"--resume: there is no {ckpt.LAST} in {cfg.work_dir} to continue"
+            + (
+                f"; continue from its best one with --resume {best}, or start anew with --force"
+                if best.is_file()
+                else ". Start a new run without --resume, or name the checkpoint: --resume PATH"
+            )
         )
     state = ckpt.load_checkpoint(path)
+    missing = [key for key in _RESUME_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ConfigError(
+            f"--resume {path}: not a training checkpoint of tools/train.py (no "
+            f"{', '.join(missing)}); to start a new run from its weights, give "
+            f"train.load_from={path} instead"
+        )
     rundir.check_resumable(path, Run.stored_config(state), cfg.to_dict())
     state["_path"] = str(path)
     return state
@@ -723,10 +807,7 @@ def train(
             resume, or a checkpoint trained with another config.
         TrainingDiverged: a NaN/inf loss term or gradient (nothing is saved after the last good step).
     """
-    dist_info, state = _setup(cfg, device, resume, force)
-    if dist_info.is_main:
-        ckpt.write_text_atomic(cfg.work_dir / "config.yaml", cfg.to_yaml())
-
+    dist_info, state, replaced = _setup(cfg, device, resume, force)
     torch.manual_seed(cfg.train.seed)
     train_set, val_set, meta = _build_data(cfg)
     run = build_run(cfg, dist_info, meta, _build_losses(cfg, train_set))
@@ -740,6 +821,9 @@ def train(
         )
     elif cfg.train.load_from is not None:
         load_pretrained(run)
+    # Only now, with data, model and weights shown to work, is the work dir written
+    # (--force would otherwise delete a run for a new one that cannot start).
+    _open_work_dir(cfg, dist_info, state, replaced)
     batches = _train_loader(run, train_set, dist_info)
     run.restore_rng()
 
@@ -769,6 +853,8 @@ def train(
     if "interrupted" in metrics:
         return metrics
     if not metrics:  # resumed at the very end: score the final weights
+        if dist_info.is_main and not (cfg.work_dir / ckpt.LAST).is_file():
+            save(run, ckpt.LAST)  # into another folder: that one holds the whole run too
         metrics = validate_and_log(run, val_set, dist_info)
     barrier()
     if dist_info.is_main:

@@ -52,6 +52,73 @@ def test_force_never_deletes_the_weights_the_new_run_starts_from(tmp_path, make_
     assert _snapshot(tmp_path) == before
 
 
+def test_force_deletes_nothing_for_a_run_that_cannot_start(tmp_path, make_config):
+    train(make_config(tmp_path, ["train.iters=2"]))
+    before = _snapshot(tmp_path)
+    with pytest.raises(ConfigError, match="set model.num_classes=4"):  # found building data
+        train(make_config(tmp_path, ["train.iters=2", "model.num_classes=5"]), force=True)
+    broken = tmp_path.parent / f"{tmp_path.name}-broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot load"):  # found loading the weights
+        train(make_config(tmp_path, ["train.iters=2", f"train.load_from={broken}"]), force=True)
+    assert _snapshot(tmp_path) == before
+    # The run that can start replaces it.
+    train(make_config(tmp_path, ["train.iters=1"]), force=True)
+    assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 1
+    log = (tmp_path / "train.log").read_text()  # logged before the file was opened
+    assert log.count("--force: removed the previous run's last.pt") == 1
+
+
+def test_a_new_run_never_writes_over_a_config_it_did_not_write(tmp_path, make_config):
+    (tmp_path / "config.yaml").write_text("mine: true\n")
+    with pytest.raises(ConfigError, match=r"already holds a run \(config.yaml\)"):
+        train(make_config(tmp_path, ["train.iters=1"]))
+    assert _snapshot(tmp_path) == {"config.yaml": b"mine: true\n"}
+    # The same run started again before its first checkpoint goes on without --force.
+    cfg = make_config(tmp_path, ["train.iters=1"])
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    train(cfg)
+    assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 1
+
+
+def test_a_resume_into_another_folder_takes_the_whole_run(tmp_path, make_config, load_tool):
+    mine, moved, done = tmp_path / "mine", tmp_path / "moved", tmp_path / "done"
+    train(make_config(mine), stop_after=3)  # validated at 3: best.pt holds iteration 3
+    config = tmp_path / "config.yaml"
+    config.write_text(make_config(mine).to_yaml())
+    tool = load_tool("train")
+    assert (
+        tool.main([str(config), "--resume", str(mine / "last.pt"), "--work-dir", str(moved)]) == 0
+    )
+    best = load_checkpoint(moved / "best.pt")
+    assert best["best_miou"] == load_checkpoint(moved / "last.pt")["best_miou"]
+    assert best["iteration"] in (3, 6)
+    # A finished run resumed into another folder: scored again, and both checkpoints there.
+    assert (
+        tool.main([str(config), "--resume", str(moved / "last.pt"), "--work-dir", str(done)]) == 0
+    )
+    assert load_checkpoint(done / "last.pt")["iteration"] == 6
+    assert (done / "best.pt").read_bytes() == (moved / "best.pt").read_bytes()
+    assert "checkpoints: " + str(done / "last.pt") in (done / "train.log").read_text()
+
+
+def test_resume_names_what_a_file_lacks_to_be_resumed(tmp_path, make_config):
+    weights = tmp_path / "weights.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, weights)
+    with pytest.raises(ConfigError, match=r"not a training checkpoint .*train.load_from="):
+        train(make_config(tmp_path / "run"), resume=weights)
+    assert not (tmp_path / "run").exists()
+
+
+def test_set_may_be_given_more_than_once(tmp_path, make_config, load_tool):
+    config = tmp_path / "config.yaml"
+    config.write_text(make_config(tmp_path / "run").to_yaml())
+    argv = [str(config), "--set", "train.iters=1", "--set", "train.lr=0.02"]
+    assert load_tool("train").main(argv) == 0
+    stored = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]
+    assert (stored["iters"], stored["lr"]) == (1, 0.02)
+
+
 def test_resume_never_continues_into_another_runs_work_dir(tmp_path, make_config, load_tool):
     mine, other = tmp_path / "mine", tmp_path / "other"
     train(make_config(mine), stop_after=3)
@@ -73,6 +140,11 @@ def test_resume_needs_a_checkpoint(tmp_path, make_config):
     with pytest.raises(ConfigError, match="there is no last.pt in .* to continue"):
         train(make_config(tmp_path), resume=True)
     assert not (tmp_path / "best.pt").exists()
+    # Only best.pt (killed before the first periodic save): said, not a loop of refusals.
+    train(make_config(tmp_path, ["train.iters=3"]))
+    (tmp_path / "last.pt").unlink()
+    with pytest.raises(ConfigError, match=r"--resume .*best.pt, or start anew with --force"):
+        train(make_config(tmp_path, ["train.iters=3"]), resume=True)
 
 
 def test_resume_refuses_a_changed_setting_instead_of_recording_it(tmp_path, make_config):

@@ -190,8 +190,10 @@ def test_config_errors_exit_2_and_missing_data_1_with_the_message(tmp_path):
     assert "not found" in missing.stderr and "data/README.md" in missing.stderr
 
 
-def _torchrun(*args):
-    return run_tool("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args)
+def _torchrun(*args, **kwargs):
+    return run_tool(
+        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args, **kwargs
+    )
 
 
 @pytest.mark.slow
@@ -213,10 +215,9 @@ def test_torchrun_eval_refusal_stops_every_process_cleanly(trained, tmp_path):
     out = tmp_path / "earlier"
     run_tool("tools/eval.py", trained / "last.pt", "--out", out, "--split", "test")
     earlier = (out / "metrics.json").read_text()
-    refused = run_tool(
-        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "tools/eval.py", trained / "last.pt", "--out", out, "--device", "cpu", check=False,
-    )  # fmt: skip
+    refused = _torchrun(
+        "tools/eval.py", trained / "last.pt", "--out", out, "--device", "cpu", check=False
+    )
     assert refused.returncode != 0
     assert refused.stderr.count("holds an earlier evaluation") == 1
     assert "Connection closed" not in refused.stderr
@@ -246,6 +247,21 @@ def test_torchrun_training_runs_and_writes_one_checkpoint(tmp_path):
     assert not list(work_dir.glob(".*.tmp"))
     assert "on 2 process(es)" in (work_dir / "train.log").read_text()
     assert torch.load(work_dir / "last.pt", weights_only=True)["config"]["train"]["iters"] == 3
+
+
+@pytest.mark.slow
+def test_torchrun_training_stops_every_process_when_the_main_one_cannot_write(tmp_path):
+    # Only the main process writes the work dir; when it cannot, every process stops with
+    # it, and what is said is the main process's reason, not a closed connection.
+    (tmp_path / "file").write_text("a file, not a folder")
+    stopped = _torchrun(
+        "tools/train.py", CONFIG, "--work-dir", tmp_path / "file" / "run", "--device", "cpu",
+        "--set", *SMALL, "train.iters=2", check=False,
+    )  # fmt: skip
+    assert stopped.returncode != 0
+    assert stopped.stderr.count("cannot write the run into --work-dir") == 1
+    assert "the main process stopped" in stopped.stderr
+    assert "Connection" not in stopped.stderr
 
 
 @pytest.mark.slow
