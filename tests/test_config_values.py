@@ -178,7 +178,12 @@ def test_each_section_checks_itself_when_built_in_code():
 
 @pytest.mark.parametrize(
     "override, key",
-    [("train.grad_clip=-1", "train.grad_clip"), ("data.crop_size=-4", "data.crop_size")],
+    [
+        ("train.grad_clip=-1", "train.grad_clip"),
+        ("data.crop_size=-4", "data.crop_size"),
+        ("data.size=32.5", "data.size"),  # not silently 32
+        ("data.seed=-1", "data.seed"),
+    ],
 )
 def test_train_cli_exits_2_with_one_line_naming_the_key(tiny_raw, tmp_path, override, key):
     config = tmp_path / "tiny.yaml"

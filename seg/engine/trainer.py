@@ -717,6 +717,17 @@ def _build_data(cfg: Config) -> tuple[Dataset, Dataset, dict]:
     mean = tuple(cfg.data.get("mean", IMAGENET_MEAN))
     std = tuple(cfg.data.get("std", IMAGENET_STD))
     val_set = build_dataset(cfg.data, cfg.eval.split, transform=build_val_transform(mean, std))
+    if len(val_set) == 0:
+        raise ConfigError(
+            f"the '{cfg.eval.split}' split (eval.split) of the '{cfg.data['name']}' data set "
+            "has no images: validation would score nothing; give it images or another split"
+        )
+    channels = cfg.model.get("in_channels", 3)
+    if channels != 3:
+        raise ConfigError(
+            f"model.in_channels is {channels}, but every data set here gives RGB images: "
+            "set model.in_channels=3"
+        )
     num_classes = cfg.model["num_classes"]
     if train_set.num_classes != num_classes:
         raise ConfigError(

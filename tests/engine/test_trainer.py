@@ -153,9 +153,18 @@ def test_poly_lr_with_warmup(make_config, tmp_path):
 def test_class_count_mismatch_and_missing_data_are_clear(tmp_path, make_config):
     with pytest.raises(ConfigError, match="set model.num_classes=4"):
         train(make_config(tmp_path / "a", ["model.num_classes=5"]))
+    with pytest.raises(ConfigError, match="model.in_channels is 1, but .* RGB images"):
+        train(make_config(tmp_path / "a", ["model.in_channels=1"]))
     voc = make_config(tmp_path / "b", data={"name": "voc", "root": str(tmp_path / "nowhere")})
     with pytest.raises(FileNotFoundError, match="nowhere"):
         train(voc)
+
+
+def test_an_empty_validation_split_is_refused_before_training(tmp_path, make_config):
+    empty = "data.num_samples={train: 8, val: 0, test: 2}"
+    with pytest.raises(ConfigError, match=r"the 'val' split \(eval.split\) .* has no images"):
+        train(make_config(tmp_path / "run", [empty]))
+    assert not (tmp_path / "run").exists()
 
 
 def test_class_weights_length_is_checked(tmp_path, make_config):
