@@ -27,8 +27,8 @@ from seg.config import ConfigError
 from seg.data import build_dataset, build_val_transform
 from seg.engine import evaluate, format_table, load_for_inference
 from seg.engine.checkpoint import write_text_atomic
-from seg.engine.cli import EXPECTED_ERRORS, USAGE_ERROR, fail
-from seg.engine.distributed import any_process, cleanup, init_distributed
+from seg.engine.cli import EXPECTED_ERRORS, exit_code, fail
+from seg.engine.distributed import cleanup, init_distributed, largest
 from seg.engine.evaluator import json_ready
 from seg.engine.runtime import autocast_dtype
 from seg.engine.visualize import draw_confusion_matrix, draw_per_class
@@ -79,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                 check_writable(out)
             except (ConfigError, OSError) as error:
                 refusal = error
-        if any_process(refusal is not None, dist_info.device):
+        code = largest(exit_code(refusal) if refusal else 0, dist_info.device)
+        if code:
             if refusal is None:  # another process: the main one prints why
-                return USAGE_ERROR
+                return code
             raise refusal
         transform = build_val_transform(meta["mean"], meta["std"])
         dataset = build_dataset(cfg.data, cfg.eval.split, transform=transform)

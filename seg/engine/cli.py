@@ -28,4 +28,9 @@ def fail(error: BaseException) -> int:
         traceback.print_exception(error)
     message = " ".join(str(error).split()) or type(error).__name__
     print(f"error: {message}", file=sys.stderr)
+    return exit_code(error)
+
+
+def exit_code(error: BaseException) -> int:
+    """`USAGE_ERROR` for a usage or config error, else `RUNTIME_ERROR`."""
     return USAGE_ERROR if isinstance(error, ConfigError) else RUNTIME_ERROR

@@ -77,9 +77,17 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 def any_process(flag: bool, device: torch.device) -> bool:
     """Whether ``flag`` holds on at least one process, answered on every process (a decision
     one process made, such as a refusal, that all must act on together)."""
+    return bool(largest(int(flag), device))
+
+
+def largest(value: int, device: torch.device) -> int:
+    """The largest ``value`` over all processes, answered on every process (one process's
+    exit code, the others passing 0)."""
     if not is_distributed():
-        return flag
-    return bool(all_reduce_sum(torch.tensor([int(flag)], device=device)).item())
+        return value
+    tensor = torch.tensor([value], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
 
 
 def barrier() -> None:

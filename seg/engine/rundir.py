@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from seg.config import SCHEMA, ConfigError
 from seg.engine.checkpoint import BEST, LAST
 
@@ -51,29 +53,28 @@ def run_outputs(work_dir: Path) -> list[str]:
 
 
 def check_fresh_start(
-    work_dir: Path, config_text: str, force: bool, keep: str | Path | None = None
+    work_dir: Path, config: Mapping[str, Any], force: bool, keep: str | Path | None = None
 ) -> list[str]:
-    """What a new run in ``work_dir`` would replace: refused unless ``force``.
+    """What a new run of ``config`` in ``work_dir`` would replace: refused unless ``force``.
 
-    A run's outputs (`RUN_OUTPUTS`) are refused, and so is a ``config.yaml`` other than
-    ``config_text`` (another run's, or a file of the user's); one equal to it is the same run
-    started again before its first checkpoint. ``keep``: a file the new run still needs (its
-    ``load_from``): refused if it is one of them. Nothing is deleted here (`clear_run`
-    does, once the new run has shown it can start).
+    A run's outputs (`RUN_OUTPUTS`) are refused, and so is a ``config.yaml`` of another
+    config (another run's, or a file of the user's); one that differs only in keys safe to
+    change on a resume (`SAFE_TO_CHANGE_ON_RESUME`: where it writes, how it is watched) is
+    the same run started again before its first checkpoint. ``keep``: a file the new run
+    still needs (its ``load_from``): refused if it is one of them. Nothing is deleted here
+    (`clear_run` does, once the new run has shown it can start).
     """
     work_dir = Path(work_dir)
     if work_dir.exists() and not work_dir.is_dir():
         raise ConfigError(f"--work-dir {work_dir} is a file: give a folder")
-    existing = run_outputs(work_dir)
-    config = work_dir / CONFIG
-    if config.exists() and not _holds(config, config_text):
-        existing.append(CONFIG)
+    existing = [*run_outputs(work_dir), *foreign_config(work_dir, config)]
     if not existing:
         return []
     if not force:
+        resume = "continue it with --resume, " if {LAST, BEST} & set(existing) else ""
         raise ConfigError(
-            f"{work_dir} already holds a run ({', '.join(existing)}): continue it with "
-            "--resume, train into another --work-dir, or replace it with --force"
+            f"{work_dir} already holds a run ({', '.join(existing)}): {resume}train into "
+            "another --work-dir, or replace it with --force"
         )
     replaced = [*existing, *(n for n in _REPLACED_WITH_FORCE if (work_dir / n).exists())]
     if keep is not None and Path(keep).resolve() in {(work_dir / n).resolve() for n in replaced}:
@@ -84,11 +85,18 @@ def check_fresh_start(
     return replaced
 
 
-def _holds(path: Path, text: str) -> bool:
+def foreign_config(work_dir: Path, config: Mapping[str, Any]) -> list[str]:
+    """``[CONFIG]`` where ``work_dir`` holds a ``config.yaml`` that is not ``config`` (up to
+    the keys safe to change on a resume), else ``[]``."""
+    path = Path(work_dir) / CONFIG
+    if not path.exists():
+        return []
     try:
-        return path.read_bytes() == text.encode()
-    except OSError:
-        return False
+        stored = yaml.safe_load(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        stored = None
+    same = isinstance(stored, Mapping) and not resume_differences(stored, config)
+    return [] if same else [CONFIG]
 
 
 def clear_run(work_dir: Path, replaced: list[str]) -> None:
@@ -109,12 +117,13 @@ def clear_run(work_dir: Path, replaced: list[str]) -> None:
     )
 
 
-def check_resume_target(checkpoint: Path, work_dir: Path) -> None:
-    """A resume continues in ``work_dir``: refuse one that holds a run other than the
-    checkpoint's own (its checkpoints and metrics would be replaced)."""
+def check_resume_target(checkpoint: Path, work_dir: Path, config: Mapping[str, Any]) -> None:
+    """A resume of ``checkpoint`` (trained with ``config``) continues in ``work_dir``:
+    refuse one that holds a run other than the checkpoint's own (its checkpoints, metrics
+    or config would be replaced)."""
     if checkpoint.resolve().parent == Path(work_dir).resolve():
         return
-    existing = run_outputs(work_dir)
+    existing = [*run_outputs(work_dir), *foreign_config(work_dir, config)]
     if existing:
         raise ConfigError(
             f"--resume {checkpoint} would continue in {work_dir}, which holds another run "

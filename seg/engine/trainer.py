@@ -597,14 +597,14 @@ def _setup(
     state, replaced = None, []
     if resume:
         state = _load_resume_state(cfg, resume)
-        rundir.check_resume_target(Path(state["_path"]), cfg.work_dir)
+        rundir.check_resume_target(Path(state["_path"]), cfg.work_dir, cfg.to_dict())
     else:
         load_from = cfg.train.load_from
         if load_from is not None and not Path(load_from).is_file():  # found before any write
             raise FileNotFoundError(
                 f"train.load_from: {load_from} not found; give {ckpt.WEIGHT_FORMATS}"
             )
-        replaced = rundir.check_fresh_start(cfg.work_dir, cfg.to_yaml(), force, keep=load_from)
+        replaced = rundir.check_fresh_start(cfg.work_dir, cfg.to_dict(), force, keep=load_from)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.deterministic = True
@@ -644,8 +644,9 @@ class MainProcessStopped(RuntimeError):
 
 def _carry_best(source: Path, work_dir: Path) -> None:
     """A resume into another work dir copies the run's ``best.pt`` there: the new folder
-    then holds the whole run (``best_miou`` is restored, so a later validation only
-    replaces it when it beats it)."""
+    then holds both of the run's checkpoints (``best_miou`` is restored, so a later
+    validation only replaces it when it beats it; the curve, log and TensorBoard events
+    of the part before stay in the old folder)."""
     best = source / ckpt.BEST
     if source.resolve() == work_dir.resolve() or not best.is_file():
         return
@@ -865,7 +866,7 @@ def train(
         return metrics
     if not metrics:  # resumed at the very end: score the final weights
         if dist_info.is_main and not (cfg.work_dir / ckpt.LAST).is_file():
-            save(run, ckpt.LAST)  # into another folder: that one holds the whole run too
+            save(run, ckpt.LAST)  # into another folder: it holds both checkpoints too
         metrics = validate_and_log(run, val_set, dist_info)
     barrier()
     if dist_info.is_main:

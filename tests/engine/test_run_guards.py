@@ -74,11 +74,18 @@ def test_a_new_run_never_writes_over_a_config_it_did_not_write(tmp_path, make_co
     with pytest.raises(ConfigError, match=r"already holds a run \(config.yaml\)"):
         train(make_config(tmp_path, ["train.iters=1"]))
     assert _snapshot(tmp_path) == {"config.yaml": b"mine: true\n"}
-    # The same run started again before its first checkpoint goes on without --force.
-    cfg = make_config(tmp_path, ["train.iters=1"])
-    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
-    train(cfg)
+    # The same run started again before its first checkpoint goes on without --force,
+    # whatever changed in where it writes or how it is watched (the resume rule).
+    (tmp_path / "config.yaml").write_text(make_config(tmp_path, ["train.iters=1"]).to_yaml())
+    train(make_config(f"{tmp_path}/", ["train.iters=1", "output.tensorboard=false"]))
     assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 1
+    # Nor does a resume into another folder write over a config that is not its own.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.yaml").write_text("mine: true\n")
+    with pytest.raises(ConfigError, match=r"which holds another run \(config.yaml\)"):
+        train(make_config(other, ["train.iters=1"]), resume=tmp_path / "last.pt")
+    assert _snapshot(other) == {"config.yaml": b"mine: true\n"}
 
 
 def test_a_resume_into_another_folder_takes_the_whole_run(tmp_path, make_config, load_tool):
