@@ -98,6 +98,8 @@ from seg.engine.study import (
     StudyError,
     Variant,
     check_budgets,
+    check_recorded_runs_are_here,
+    check_split,
     checkpoint_path,
     choose_points,
     claim_run,
@@ -199,9 +201,16 @@ def _train_and_score(study: Study, run: Run, hold: int) -> dict:
     claim_run(study, run)
     log_path = run.folder / "compare.log"
     if not run.trained:
-        # An interrupted run continues from its last.pt; tools/train.py refuses --resume
-        # without one.
-        resume = ["--resume"] if find_latest(run.folder) else []
+        # An interrupted run continues from its last.pt, or from best.pt where it was
+        # killed after a validation and before its first periodic save; tools/train.py
+        # refuses --resume without either.
+        best = run.folder / "best.pt"
+        if find_latest(run.folder):
+            resume = ["--resume"]
+        elif best.is_file():
+            resume = ["--resume", run.relative(best)]
+        else:
+            resume = []
         code = _run_step(
             study,
             log_path,
@@ -369,6 +378,9 @@ def _runs_at_equal_time(study: Study) -> bool:
 
 def run_study(study: Study, command: str) -> int:
     check_budgets(study)  # before anything is written
+    check_recorded_runs_are_here(study)
+    if study.selected:  # it trains: --tables on a clone without the data still works
+        check_split(study)
     study.out.mkdir(parents=True, exist_ok=True)
     records: list[dict] = []  # filled once the protocol has run (interrupts: see below)
     header: dict = {}
@@ -541,6 +553,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Train and compare variants over seeds with the same budget.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
+        allow_abbrev=False,  # the recorded command drops --only; no --onl to slip past it
     )
     parser.add_argument("configs", nargs="*", help="config files (each a variant)")
     parser.add_argument("--study", help="a study YAML (configs, variants, seeds, overrides)")
@@ -611,6 +624,8 @@ def _study_arguments(argv: list[str]) -> list[str]:
     the whole study."""
     kept, skipping = [], False
     for arg in argv:
+        if arg.startswith("--only="):
+            continue
         if arg in ("--only", "--tables", "--predictions"):
             skipping = arg == "--only"
             continue

@@ -37,6 +37,7 @@ import torch
 import yaml
 
 from seg.config import Config, ConfigError, load_config, load_yaml
+from seg.data import build_dataset
 from seg.engine.checkpoint import atomic_write, write_text_atomic
 from seg.engine.evaluator import json_ready
 from seg.engine.rundir import CURVE, config_differences
@@ -82,8 +83,12 @@ class Variant:
 
     @property
     def slug(self) -> str:
-        """The name as a folder name."""
-        return re.sub(r"[^A-Za-z0-9_.+-]+", "-", self.name).strip("-") or "variant"
+        return slug(self.name)
+
+
+def slug(name: str) -> str:
+    """A variant's name as a folder name."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name).strip("-") or "variant"
 
 
 @dataclass(frozen=True)
@@ -317,6 +322,32 @@ def _variant_config(study: Study, variant: Variant, *extra: str) -> Config:
     return load_config(variant.config, [*study.overrides, *variant.overrides, *extra])
 
 
+def check_split(study: Study) -> None:
+    """StudyError, before any training, where the split the study scores is not one its data
+    set knows (a misspelt --split was found only after every run had trained)."""
+    cfg = _variant_config(study, study.variants[0])
+    split = study.split or cfg.eval.split
+    try:
+        build_dataset(cfg.data, split)
+    except ConfigError as error:
+        raise StudyError(f"the study scores the '{split}' split: {error}") from error
+    except (OSError, ValueError):
+        pass  # missing or damaged data: each run says so when it starts
+
+
+def _check_scored_once(study: Study, variant: Variant, cfg) -> None:
+    """StudyError where ``best.pt``, chosen among several validations on a split, would be
+    scored on that same split: the table would report the selection, not the model."""
+    split, iters, every = study.split or cfg.eval.split, cfg.train.iters, cfg.train.val_interval
+    if study.checkpoint == "best" and split == cfg.eval.split and 0 < every < iters:
+        raise StudyError(
+            f"variant {variant.name!r}: best.pt is the checkpoint that scored best on the "
+            f"{split} split during training (every {every} iterations); scoring it there "
+            "again reports that choice: score it on another split (--split test), or score "
+            "the last checkpoint"
+        )
+
+
 def check_budgets(study: Study) -> dict:
     """Every variant resolves to a valid config with the same iterations and batch size, and
     is scored on the same data; returns ``{"iters", "batch_size"}``. Else `StudyError`."""
@@ -328,11 +359,19 @@ def check_budgets(study: Study) -> dict:
             raise StudyError(f"variant {variant.name!r}: {error}") from error
         budgets[variant.name] = (cfg.train.iters, cfg.train.batch_size)
         scored[variant.name] = (study.split or cfg.eval.split, cfg.model["num_classes"])
+        _check_scored_once(study, variant, cfg)
     if len(set(scored.values())) > 1:
         listed = ", ".join(f"{n}: {s} split, {k} classes" for n, (s, k) in scored.items())
         raise StudyError(
             f"the variants are not scored on the same data ({listed}); give them one "
             "eval.split (or --split) and the same data set"
+        )
+    split = next(iter(scored.values()))[0]
+    if study.sweep is not None and study.sweep.split == split:
+        raise StudyError(
+            f"the sweep chooses each variant's settings on the {split} split, the split the "
+            "study reports: tune on another one (sweep: {split: val}) so that the reported "
+            "split is scored once, after every choice"
         )
     if len(set(budgets.values())) > 1:
         listed = ", ".join(f"{n}: {i} iters x batch {b}" for n, (i, b) in budgets.items())
@@ -592,7 +631,7 @@ def _check_same_training(run: Run, study: Study) -> None:
     stored_path = run.folder / SETTINGS_FILE
     if not stored_path.is_file():
         return
-    stored = json.loads(stored_path.read_text())
+    stored = _read_json(stored_path, run)
     if "resolved" in stored:
         same = not config_differences(stored["resolved"], run.settings["resolved"])
     else:  # an older record: the config path and overrides only
@@ -605,6 +644,21 @@ def _check_same_training(run: Run, study: Study) -> None:
             f"{run.folder} holds a run trained with other settings ({stored_path}); the study "
             "changed. Use another --out, or delete that folder to run it again"
         )
+
+
+def _read_json(path: Path, run: Run) -> dict:
+    """``path``'s JSON object; `StudyError` naming the file and the fix where it is damaged
+    (a disk that filled, a hand edit)."""
+    try:
+        value = json.loads(path.read_text())
+    except ValueError as error:
+        value = error
+    if not isinstance(value, dict):
+        raise StudyError(
+            f"{path} is not a JSON object ({value}): delete it, or the run folder "
+            f"{run.folder}, to run that part of {run.variant.name}, seed {run.seed} again"
+        )
+    return value
 
 
 def claim_run(study: Study, run: Run) -> None:
@@ -687,13 +741,13 @@ def held_runs(study: Study) -> list[tuple[Variant, int]]:
 
 def read_record(run: Run) -> dict:
     """The record of a run that trained and was scored."""
-    metrics = json.loads(run.result.read_text())
+    metrics = _read_json(run.result, run)
     if isinstance(metrics.get("checkpoint"), str):  # tools/eval.py names what it scored
         scored = Path(metrics["checkpoint"])
         if scored.parent.parts[-2:] == run.folder.parts[-2:]:  # this run's, scored in another
             scored = run.folder / scored.name  # clone or worktree of the repository
         metrics["checkpoint"] = run.relative(scored)
-    cost = json.loads((run.folder / "metrics.json").read_text()).get("train", {})
+    cost = _read_json(run.folder / "metrics.json", run).get("train", {})
     return run.record(
         status="ok",
         metrics=metrics,
@@ -1146,24 +1200,69 @@ def plot(study: Study, rows: list[dict], records: list[dict], path: Path) -> Non
     plt.close(fig)
 
 
-def _refuse_to_drop_runs(out: Path, records: list[dict]) -> None:
-    recorded = _recorded_results(out).get("runs") or []
+def _refuse_to_drop_runs(
+    study: Study, records: list[dict], what: str = "nothing was rewritten"
+) -> None:
+    """StudyError where ``OUT/results.json`` lists a finished run that ``records`` lacks
+    and this process does not run. Rewriting the tables only (``only=[]``): any such run
+    (its folder gone, or holding other settings). Otherwise a run whose folder is gone:
+    one that is there may be another process's, which this one has not tabled yet (a
+    variant whose tuning it has not seen finish)."""
+    out = study.out
+    recorded = _recorded_results(out)
+    if study.selected and not _same_scoring(study, recorded):
+        return  # tables of another split or checkpoint, asked for: they replace those
     found = {(r["variant"], r["seed"]) for r in records if r["status"] == "ok"}
-    lost = sorted(
-        f"{r.get('variant')} seed {r.get('seed')}"
-        for r in recorded
-        if isinstance(r, dict)
-        and r.get("status") == "ok"
-        and (r.get("variant"), r.get("seed")) not in found
-    )
+    mine = {(v.name, seed) for v in study.selected for seed in study.seeds}
+    lost = [
+        (variant, seed)
+        for variant, seed in _finished(recorded)
+        if (variant, seed) not in found | mine
+        and not (study.selected and _run_folder(study, variant, seed).is_dir())
+    ]
     if lost:
-        shown = ", ".join(lost[:4]) + (f" and {len(lost) - 4} more" if len(lost) > 4 else "")
-        raise StudyError(
-            f"{out / 'results.json'} lists {len(lost)} finished run(s) whose folders are not "
-            f"under {out / 'runs'} with the study's settings ({shown}); rewriting the "
-            "tables would drop them, so nothing was rewritten. Put the run folders back "
-            "(or rerun the study without --tables to train them again)"
-        )
+        raise _lost_runs(out, lost, what)
+
+
+def _finished(recorded: dict) -> list[tuple]:
+    """(variant, seed) of each finished run a ``results.json`` lists."""
+    runs = recorded.get("runs") or []
+    return [
+        (r.get("variant"), r.get("seed"))
+        for r in runs
+        if isinstance(r, dict) and r.get("status") == "ok"
+    ]
+
+
+def _run_folder(study: Study, name, seed) -> Path:
+    """`run_dir` of a run known by its name only (from a ``results.json``)."""
+    return study.out / "runs" / slug(str(name)) / f"seed{seed}"
+
+
+def _lost_runs(out: Path, lost: list[tuple], what: str) -> StudyError:
+    names = sorted(f"{variant} seed {seed}" for variant, seed in lost)
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return StudyError(
+        f"{out / 'results.json'} lists {len(names)} finished run(s) whose folders are not "
+        f"under {out / 'runs'} with the study's settings ({shown}); rewriting the tables "
+        f"would drop them, so {what}. Put the run folders back, run the whole study "
+        "(without --only/--tables) to train them again, or give another --out"
+    )
+
+
+def _same_scoring(study: Study, recorded: dict) -> bool:
+    """Whether ``recorded`` (a ``results.json``) scored the split and checkpoint ``study``
+    scores."""
+    split = study.split or _variant_config(study, study.variants[0]).eval.split
+    return (recorded.get("split"), recorded.get("checkpoint")) == (split, study.checkpoint)
+
+
+def check_recorded_runs_are_here(study: Study) -> None:
+    """Before training: StudyError where ``OUT/results.json`` lists a finished run of a
+    variant or seed this process does not run, and its run folder is gone (a clean clone
+    holds the tables only): the tables written after the first run would drop it."""
+    if study.selected:  # rewriting the tables only: checked with what is found
+        _refuse_to_drop_runs(study, [], "nothing was trained")
 
 
 def write_results(
@@ -1172,12 +1271,10 @@ def write_results(
     """``results.md``, ``results.json``, ``results.png`` and ``curves.png`` (once a run
     finished) and ``sweep.png`` (with a sweep) in ``study.out``; returns the aggregated
     rows. ``extra``: ``{"sweep": records, "chosen": choose_points(...), "equal_time":
-    (study, records)}``, what the full protocol adds. A study that runs no variant (``only=[]``:
-    the tables are only rewritten) refuses (`StudyError`) to drop a finished run that the
-    existing ``results.json`` lists and ``records`` lacks (its folder is gone or moved)."""
+    (study, records)}``, what the full protocol adds. Refuses (`StudyError`) to drop a
+    finished run that the existing ``results.json`` lists (`_refuse_to_drop_runs`)."""
     extra = extra or {}
-    if not study.selected:
-        _refuse_to_drop_runs(study.out, records)
+    _refuse_to_drop_runs(study, records)
     rows = aggregate(study, records)
     # atomic: processes sharing the study write these after each of their runs
     write_text_atomic(study.out / "results.md", markdown(study, rows, records, header, extra))

@@ -156,6 +156,60 @@ def test_running_again_reruns_only_what_did_not_finish(study, compare_cli):
     assert "the study changed" in changed.stderr
 
 
+def test_a_study_never_drops_finished_runs_whose_folders_are_gone(
+    tmp_path, tiny_config, compare_cli
+):
+    # A clean clone holds a study's tables, not its run folders: running one variant there
+    # would rewrite the tables with that run alone. Refused before anything is trained.
+    variants = [*VARIANTS[0], *VARIANTS[1]]
+    done = tmp_path / "done"
+    compare_cli(tiny_config, *variants, "--seeds", 0, "--images", 0, "--out", done, check=0)
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for name in ("results.json", "results.md"):
+        (clone / name).write_bytes((done / name).read_bytes())
+    args = [tiny_config, *variants, "--seeds", 0, "--images", 0, "--out", clone]
+    refused = compare_cli(*args, "--only", "max/maxunpool", check=2)
+    assert "lists 1 finished run(s) whose folders are not under" in refused.stderr
+    assert "lift/lift seed 0" in refused.stderr and "nothing was trained" in refused.stderr
+    assert (clone / "results.json").read_bytes() == (done / "results.json").read_bytes()
+    assert not (clone / "runs").exists()
+    # A damaged record in a run folder: one line naming it and the fix, no traceback.
+    damaged = done / "runs" / "lift-lift" / "seed0" / "metrics.json"
+    damaged.write_text('{"mIoU": 0.')
+    again = compare_cli(tiny_config, *variants, "--seeds", 0, "--images", 0, "--out", done, check=2)
+    assert f"{damaged} is not a JSON object" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_what_would_score_a_choice_or_a_wrong_split_is_refused_before_training(
+    tmp_path, tiny_config, compare_cli, ab_study
+):
+    out = tmp_path / "out"
+    # Settings tuned on the split the study reports: that split is no longer scored once.
+    study_file = ab_study(tmp_path / "s.yaml", tiny_config, [], [0], sweep_iters=1, split="val")
+    tuned = compare_cli("--study", study_file, "--out", out, check=2)
+    assert "the sweep chooses each variant's settings on the val split" in tuned.stderr
+    # best.pt, chosen among several validations on val, scored on val again.
+    variant = VARIANTS[1]
+    best = compare_cli(
+        tiny_config, *variant, "--checkpoint", "best", "--out", out,
+        "--set", "train.val_interval=1", check=2,
+    )  # fmt: skip
+    assert "best.pt is the checkpoint that scored best on the val split" in best.stderr
+    # On test it is scored once; a val_interval of 0 validates only at the end: no choice.
+    for allowed in (["--split", "test"], []):
+        assert (
+            "best.pt is the"
+            not in compare_cli(
+                tiny_config, *variant, "--checkpoint", "best", "--tables", "--out", out, *allowed
+            ).stderr
+        )
+    # A misspelt split: refused before anything trains, not after every run.
+    typo = compare_cli(tiny_config, *variant, "--split", "tset", "--out", out, check=2)
+    assert "unknown synthetic split 'tset'; did you mean 'test'?" in typo.stderr
+    assert not (out / "runs").exists()
+
+
 def test_variants_must_share_a_budget_and_a_test_set(tiny_config, tmp_path, compare_cli):
     done = compare_cli(
         tiny_config,
@@ -545,3 +599,11 @@ def test_two_predictions_processes_share_the_copies(
     out = capsys.readouterr().out
     assert "a: another process is training it again; back to it at the end" in out
     assert "waiting for 1 copies other processes are training: a" in out
+
+
+def test_the_recorded_command_drops_every_spelling_of_only(load_tool):
+    compare = load_tool("compare")
+    argv = ["c.yaml", "--only=a", "--seeds", "0", "--only", "b", "c", "--tables"]
+    assert compare._study_arguments(argv) == ["c.yaml", "--seeds", "0"]
+    with pytest.raises(SystemExit):  # an abbreviation would slip past it: not accepted
+        compare._parser().parse_args(["c.yaml", "--onl", "a"])

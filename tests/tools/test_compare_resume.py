@@ -61,3 +61,28 @@ def test_an_interrupted_study_continues_where_it_stopped(tmp_path, tiny_config, 
         in (train_log.read_text())
     )
     assert load_checkpoint(out / "runs" / "lift-lift" / "seed0" / "last.pt")["iteration"] == 100
+
+
+def test_a_run_killed_after_a_validation_but_before_its_first_save_continues(
+    tmp_path, tiny_config, compare_cli
+):
+    # val_interval < ckpt_interval: a kill between the two leaves best.pt and no last.pt.
+    # The study continues from best.pt instead of failing on every rerun.
+    args = [
+        tiny_config, "--variant", "max/bilinear", "model.down=max", "model.up=bilinear",
+        "--seeds", 0, "--images", 0, "--out", tmp_path,
+        "--set", "train.val_interval=2", "train.ckpt_interval=0",
+    ]  # fmt: skip
+    compare_cli(*args, check=0)
+    run = tmp_path / "runs" / "max-bilinear" / "seed0"
+    best = load_checkpoint(run / "best.pt")["iteration"]
+    for name in ("last.pt", "metrics.json", "metrics.md"):
+        (run / name).unlink()
+    for scored in run.glob("eval_*"):
+        for path in scored.iterdir():
+            path.unlink()
+        scored.rmdir()
+    again = compare_cli(*args, check=0)
+    assert "| max/bilinear | 1/1 |" in again.stdout
+    assert f"resumed from {run / 'best.pt'} at iteration {best}" in (run / "train.log").read_text()
+    assert load_checkpoint(run / "last.pt")["iteration"] == 3
