@@ -224,18 +224,25 @@ def _build_synthetic(cfg: Mapping[str, Any], split: str, transform: Callable) ->
             )
         num_samples = num_samples[split]
     return SyntheticShapes(
-        _whole("num_samples", num_samples, 0),
-        size=_whole("size", cfg.get("size", 128), 16),
-        num_classes=_whole("num_classes", cfg.get("num_classes", 8), 2),
-        seed=_whole("seed", cfg.get("seed", 0), 0) + _SYNTHETIC_SEED_OFFSET[split],
+        _whole("num_samples", num_samples),
+        size=_whole("size", cfg.get("size", 128)),
+        num_classes=_whole("num_classes", cfg.get("num_classes", 8)),
+        seed=_seed(cfg.get("seed", 0)) + _SYNTHETIC_SEED_OFFSET[split],
         transform=transform,
     )
 
 
-def _whole(key: str, value: Any, least: int) -> int:
-    """``data.<key>``'s value, a whole number >= ``least`` (32.5 is not silently 32)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigError(f"data.{key} must be a whole number >= {least}, got {value!r}")
+def _whole(key: str, value: Any) -> int:
+    """``data.<key>``'s value, a whole number (32.5 is not silently 32); the data set
+    checks its range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"data.{key} must be a whole number, got {value!r}")
+    return value
+
+
+def _seed(value: Any) -> int:
+    if _whole("seed", value) < 0:
+        raise ConfigError(f"data.seed must be >= 0, got {value}")
     return value
 
 

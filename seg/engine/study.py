@@ -1203,23 +1203,25 @@ def plot(study: Study, rows: list[dict], records: list[dict], path: Path) -> Non
 def _refuse_to_drop_runs(
     study: Study, records: list[dict], what: str = "nothing was rewritten"
 ) -> None:
-    """StudyError where ``OUT/results.json`` lists a finished run that ``records`` lacks
-    and this process does not run. Rewriting the tables only (``only=[]``): any such run
-    (its folder gone, or holding other settings). Otherwise a run whose folder is gone:
-    one that is there may be another process's, which this one has not tabled yet (a
-    variant whose tuning it has not seen finish)."""
+    """StudyError where the tables would lose a finished run ``OUT/results.json`` lists
+    and ``records`` lacks: rewriting the tables only (``only=[]``), any such run (its
+    folder gone, or holding other settings); otherwise one whose folder is gone (it cannot
+    be tabled again), or one this process ran again and saw fail (on the same split and
+    checkpoint). A run this process has still to run, or whose folder is there (another
+    process's, which this one has not tabled yet), is not lost."""
     out = study.out
     recorded = _recorded_results(out)
-    if study.selected and not _same_scoring(study, recorded):
-        return  # tables of another split or checkpoint, asked for: they replace those
     found = {(r["variant"], r["seed"]) for r in records if r["status"] == "ok"}
+    failed = {(r["variant"], r["seed"]) for r in records if r["status"] != "ok"}
     mine = {(v.name, seed) for v in study.selected for seed in study.seeds}
-    lost = [
-        (variant, seed)
-        for variant, seed in _finished(recorded)
-        if (variant, seed) not in found | mine
-        and not (study.selected and _run_folder(study, variant, seed).is_dir())
-    ]
+    lost = []
+    for key in _finished(recorded):
+        if key in found:
+            continue
+        if not study.selected or (key in failed and _same_scoring(study, recorded)):
+            lost.append(key)
+        elif key not in mine and not _run_folder(study, *key).is_dir():
+            lost.append(key)
     if lost:
         raise _lost_runs(out, lost, what)
 
@@ -1261,8 +1263,10 @@ def check_recorded_runs_are_here(study: Study) -> None:
     """Before training: StudyError where ``OUT/results.json`` lists a finished run of a
     variant or seed this process does not run, and its run folder is gone (a clean clone
     holds the tables only): the tables written after the first run would drop it."""
-    if study.selected:  # rewriting the tables only: checked with what is found
+    if study.selected:  # (--tables checks once it has found the runs)
         _refuse_to_drop_runs(study, [], "nothing was trained")
+        if study.sweep is not None:  # the tuning phase's own tables
+            _refuse_to_drop_runs(sweep_study(study), [], "nothing was trained")
 
 
 def write_results(

@@ -503,7 +503,12 @@ def test_a_curve_line_cut_short_by_a_kill_loses_only_itself(tmp_path):
 def test_sweep_chooses_each_variants_best_point_on_its_own(tmp_path, config):
     sweep = Sweep(grid={"train.lr": [0.01, 0.05]}, overrides=["train.iters=2"], seed=7)
     study = _study(
-        config, tmp_path, ("a", ["model.down=max", "model.up=bilinear"]), ("b", []), sweep=sweep
+        config,
+        tmp_path,
+        ("a", ["model.down=max", "model.up=bilinear"]),
+        ("b", []),
+        sweep=sweep,
+        split="test",  # tuned on val, reported on test
     )
     tuning = sweep_study(study)
     assert [v.name for v in tuning.variants] == [

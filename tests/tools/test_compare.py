@@ -13,7 +13,14 @@ import yaml
 from PIL import Image
 
 from seg.engine import load_checkpoint
-from seg.engine.study import find_finished, hold_run
+from seg.engine.study import (
+    StudyError,
+    check_recorded_runs_are_here,
+    find_finished,
+    hold_run,
+    sweep_study,
+    write_results,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -157,7 +164,7 @@ def test_running_again_reruns_only_what_did_not_finish(study, compare_cli):
 
 
 def test_a_study_never_drops_finished_runs_whose_folders_are_gone(
-    tmp_path, tiny_config, compare_cli
+    tmp_path, tiny_config, compare_cli, load_tool
 ):
     # A clean clone holds a study's tables, not its run folders: running one variant there
     # would rewrite the tables with that run alone. Refused before anything is trained.
@@ -174,6 +181,15 @@ def test_a_study_never_drops_finished_runs_whose_folders_are_gone(
     assert "lift/lift seed 0" in refused.stderr and "nothing was trained" in refused.stderr
     assert (clone / "results.json").read_bytes() == (done / "results.json").read_bytes()
     assert not (clone / "runs").exists()
+    # Nor by scoring another split there (the val tables could not be made again).
+    other_split = compare_cli(*args, "--only", "max/maxunpool", "--split", "test", check=2)
+    assert "lift/lift seed 0" in other_split.stderr and not (clone / "runs").exists()
+    # The whole study may run again; its tables never trade a finished run for a failure.
+    compare = load_tool("compare")
+    whole = _study(compare, *map(str, args))
+    failed = {"variant": "lift/lift", "seed": 0, "status": "failed"}
+    with pytest.raises(StudyError, match=r"lists 1 finished run\(s\) .*\(lift/lift seed 0\)"):
+        write_results(whole, [failed], {})
     # A damaged record in a run folder: one line naming it and the fix, no traceback.
     damaged = done / "runs" / "lift-lift" / "seed0" / "metrics.json"
     damaged.write_text('{"mIoU": 0.')
@@ -208,6 +224,25 @@ def test_what_would_score_a_choice_or_a_wrong_split_is_refused_before_training(
     typo = compare_cli(tiny_config, *variant, "--split", "tset", "--out", out, check=2)
     assert "unknown synthetic split 'tset'; did you mean 'test'?" in typo.stderr
     assert not (out / "runs").exists()
+
+
+def test_a_tuning_run_whose_folder_is_gone_is_found_before_training(
+    tmp_path, tiny_config, ab_study, load_tool
+):
+    compare = load_tool("compare")
+    study_file = ab_study(tmp_path / "s.yaml", tiny_config, [], [0], sweep_iters=1, split="test")
+    args = ["--study", str(study_file), "--out", str(tmp_path / "out")]
+    study = _study(compare, *args, "--only", "a")
+    tuned = next(v for v in sweep_study(study).variants if v.base == "b")
+    sweep = tmp_path / "out" / "sweep"
+    sweep.mkdir(parents=True)
+    runs = [{"variant": tuned.name, "seed": 0, "status": "ok"}]
+    (sweep / "results.json").write_text(
+        json.dumps({"split": "val", "checkpoint": "last", "runs": runs})
+    )
+    with pytest.raises(StudyError, match=r"sweep/results.json lists 1 finished run"):
+        check_recorded_runs_are_here(study)
+    check_recorded_runs_are_here(_study(compare, *args))  # the whole study trains it again
 
 
 def test_variants_must_share_a_budget_and_a_test_set(tiny_config, tmp_path, compare_cli):
