@@ -1245,10 +1245,11 @@ def _lost_runs(out: Path, lost: list[tuple], what: str) -> StudyError:
     names = sorted(f"{variant} seed {seed}" for variant, seed in lost)
     shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
     return StudyError(
-        f"{out / 'results.json'} lists {len(names)} finished run(s) whose folders are not "
-        f"under {out / 'runs'} with the study's settings ({shown}); rewriting the tables "
-        f"would drop them, so {what}. Put the run folders back, run the whole study "
-        "(without --only/--tables) to train them again, or give another --out"
+        f"{out / 'results.json'} lists {len(names)} finished run(s) the new tables would "
+        f"lose ({shown}): their folders are not under {out / 'runs'} with the study's "
+        f"settings, or they failed when run again; so {what}. Put the run folders back, "
+        "run the whole study (without --only/--tables) to train them again, or give "
+        "another --out"
     )
 
 

@@ -464,11 +464,21 @@ def _diverged(run: Run, terms: dict[str, Tensor], in_gradient: bool) -> Training
         what = f"loss term {', '.join(bad)} is NaN/inf"
     else:  # another process's terms
         what = "a loss term of another process is NaN/inf"
+    weights = run.cfg.train.class_weights
+    if "ce" in bad and isinstance(weights, list) and 0 in weights:
+        fix = (
+            "train.class_weights gives a class weight 0, and a batch of only such classes "
+            "averages 0/0 in the cross-entropy: give those classes data.ignore_index instead"
+        )
+    else:
+        fix = (
+            "Check the data, or train again with a lower train.lr"
+            f"{'' if in_gradient else ' or a train.grad_clip'}"
+        )
     return TrainingDiverged(
         f"{what} at iteration {run.iteration + 1} "
         f"({values}); nothing was saved after it. Last good checkpoint: "
-        f"{last if last.exists() else 'none yet'}. Check the data, or train again with a "
-        f"lower train.lr{'' if in_gradient else ' or a train.grad_clip'} (--force replaces "
+        f"{last if last.exists() else 'none yet'}. {fix} (--force replaces "
         "this run; a resume would take the same step again, and refuses changed settings)."
     )
 

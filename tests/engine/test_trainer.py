@@ -117,6 +117,13 @@ def test_nan_loss_stops_with_the_iteration_and_term(tmp_path, make_config, monke
     assert all(torch.isfinite(t).all() for t in last["model"].values() if t.is_floating_point())
 
 
+def test_a_zero_class_weight_that_gives_a_nan_loss_is_named(tmp_path, make_config):
+    # Every class weighted 0: the weighted cross-entropy's mean is 0/0 on the first batch.
+    zeros = "train.class_weights=[0.0, 0.0, 0.0, 0.0]"
+    with pytest.raises(TrainingDiverged, match=r"class weight 0, .* data.ignore_index"):
+        train(make_config(tmp_path, [zeros, "train.iters=1"]))
+
+
 def test_sampler_shards_epochs_and_resumes_by_position():
     size, world = 10, 3
     streams = [iter(TrainSampler(size, rank, world, seed=4)) for rank in range(world)]
