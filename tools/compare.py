@@ -88,7 +88,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from seg.config import ConfigError
-from seg.engine.checkpoint import find_latest, write_text_atomic
+from seg.engine.checkpoint import BEST, find_latest, write_text_atomic
 from seg.engine.evaluator import json_ready
 from seg.engine.study import (
     FAILED_FILE,
@@ -204,7 +204,7 @@ def _train_and_score(study: Study, run: Run, hold: int) -> dict:
         # An interrupted run continues from its last.pt, or from best.pt where it was
         # killed after a validation and before its first periodic save; tools/train.py
         # refuses --resume without either.
-        best = run.folder / "best.pt"
+        best = run.folder / BEST
         if find_latest(run.folder):
             resume = ["--resume"]
         elif best.is_file():

@@ -27,8 +27,8 @@ from seg.config import ConfigError
 from seg.data import build_dataset, build_val_transform
 from seg.engine import evaluate, format_table, load_for_inference
 from seg.engine.checkpoint import write_text_atomic
-from seg.engine.cli import EXPECTED_ERRORS, exit_code, fail
-from seg.engine.distributed import cleanup, init_distributed, largest
+from seg.engine.cli import EXPECTED_ERRORS, fail
+from seg.engine.distributed import cleanup, init_distributed, on_main_process
 from seg.engine.evaluator import json_ready
 from seg.engine.runtime import autocast_dtype
 from seg.engine.visualize import draw_confusion_matrix, draw_per_class
@@ -71,19 +71,13 @@ def main(argv: list[str] | None = None) -> int:
             "split": cfg.eval.split,
             "settings": prediction_settings(cfg),
         }
-        refusal = None
-        if dist_info.is_main:  # before the work, not after it
-            try:
-                if not args.force:
-                    check_not_done(out, what)
-                check_writable(out)
-            except (ConfigError, OSError) as error:
-                refusal = error
-        code = largest(exit_code(refusal) if refusal else 0, dist_info.device)
-        if code:
-            if refusal is None:  # another process: the main one prints why
-                return code
-            raise refusal
+
+        def check_out() -> None:  # before the work, not after it
+            if not args.force:
+                check_not_done(out, what)
+            check_writable(out)
+
+        on_main_process(check_out, dist_info, errors=(ConfigError, OSError))
         transform = build_val_transform(meta["mean"], meta["std"])
         dataset = build_dataset(cfg.data, cfg.eval.split, transform=transform)
         check_agreement(model, meta, dataset, cfg)

@@ -32,5 +32,8 @@ def fail(error: BaseException) -> int:
 
 
 def exit_code(error: BaseException) -> int:
-    """`USAGE_ERROR` for a usage or config error, else `RUNTIME_ERROR`."""
+    """The error's own ``exit_code`` if it carries one (another process's, passed on), else
+    `USAGE_ERROR` for a usage or config error and `RUNTIME_ERROR` for the rest."""
+    if isinstance(getattr(error, "exit_code", None), int):
+        return error.exit_code
     return USAGE_ERROR if isinstance(error, ConfigError) else RUNTIME_ERROR

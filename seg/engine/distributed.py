@@ -9,10 +9,13 @@ every helper here behaves as for a single process.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from seg.engine.cli import exit_code
 
 
 @dataclass(frozen=True)
@@ -74,20 +77,33 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def any_process(flag: bool, device: torch.device) -> bool:
-    """Whether ``flag`` holds on at least one process, answered on every process (a decision
-    one process made, such as a refusal, that all must act on together)."""
-    return bool(largest(int(flag), device))
+class MainProcessStopped(RuntimeError):
+    """Under torchrun: the main process stopped on an error (which it prints), so this one
+    stops too, with the main process's exit code."""
+
+    def __init__(self, exit_code: int):
+        super().__init__("the main process stopped (its error says why)")
+        self.exit_code = exit_code
 
 
-def largest(value: int, device: torch.device) -> int:
-    """The largest ``value`` over all processes, answered on every process (one process's
-    exit code, the others passing 0)."""
-    if not is_distributed():
-        return value
-    tensor = torch.tensor([value], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return int(tensor.item())
+def on_main_process(work: Callable[[], None], dist_info: DistInfo, errors=(OSError,)) -> None:
+    """``work()`` on the main process only (writing a shared folder); where it raises one
+    of ``errors``, every process stops with it: the main one re-raises the error, the
+    others raise `MainProcessStopped` with its exit code (instead of waiting at the next
+    collective until the connection to the main process closes)."""
+    failure = None
+    if dist_info.is_main:
+        try:
+            work()
+        except errors as error:
+            failure = error
+    code = exit_code(failure) if failure is not None else 0
+    if is_distributed():
+        shared = torch.tensor([code], device=dist_info.device)
+        dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+        code = int(shared.item())
+    if code:
+        raise failure or MainProcessStopped(code)
 
 
 def barrier() -> None:

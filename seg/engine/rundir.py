@@ -47,9 +47,12 @@ SAFE_TO_CHANGE_ON_RESUME = (
 )
 
 
-def run_outputs(work_dir: Path) -> list[str]:
-    """The names of the run outputs (`RUN_OUTPUTS`) ``work_dir`` holds: a run is there."""
-    return [name for name in RUN_OUTPUTS if (Path(work_dir) / name).exists()]
+def run_outputs(work_dir: Path, config: Mapping[str, Any]) -> list[str]:
+    """The names of what ``work_dir`` holds of a run other than a new one of ``config``
+    would write: its outputs (`RUN_OUTPUTS`), and a ``config.yaml`` of another config
+    (`foreign_config`)."""
+    held = [name for name in RUN_OUTPUTS if (Path(work_dir) / name).exists()]
+    return [*held, *foreign_config(work_dir, config)]
 
 
 def check_fresh_start(
@@ -67,7 +70,7 @@ def check_fresh_start(
     work_dir = Path(work_dir)
     if work_dir.exists() and not work_dir.is_dir():
         raise ConfigError(f"--work-dir {work_dir} is a file: give a folder")
-    existing = [*run_outputs(work_dir), *foreign_config(work_dir, config)]
+    existing = run_outputs(work_dir, config)
     if not existing:
         return []
     if not force:
@@ -123,7 +126,7 @@ def check_resume_target(checkpoint: Path, work_dir: Path, config: Mapping[str, A
     or config would be replaced)."""
     if checkpoint.resolve().parent == Path(work_dir).resolve():
         return
-    existing = [*run_outputs(work_dir), *foreign_config(work_dir, config)]
+    existing = run_outputs(work_dir, config)
     if existing:
         raise ConfigError(
             f"--resume {checkpoint} would continue in {work_dir}, which holds another run "

@@ -335,10 +335,17 @@ def check_split(study: Study) -> None:
         pass  # missing or damaged data: each run says so when it starts
 
 
-def _check_scored_once(study: Study, variant: Variant, cfg) -> None:
+def scored_split(study: Study) -> str:
+    """The split the study scores: ``--split``/``split:``, else its variants' eval.split
+    (`check_budgets` holds them to one)."""
+    return study.split or _variant_config(study, study.variants[0]).eval.split
+
+
+def _check_scored_once(study: Study, variant: Variant, cfg, split: str) -> None:
     """StudyError where ``best.pt``, chosen among several validations on a split, would be
-    scored on that same split: the table would report the selection, not the model."""
-    split, iters, every = study.split or cfg.eval.split, cfg.train.iters, cfg.train.val_interval
+    scored on that same split (``split``): the table would report the selection, not the
+    model."""
+    iters, every = cfg.train.iters, cfg.train.val_interval
     if study.checkpoint == "best" and split == cfg.eval.split and 0 < every < iters:
         raise StudyError(
             f"variant {variant.name!r}: best.pt is the checkpoint that scored best on the "
@@ -358,8 +365,9 @@ def check_budgets(study: Study) -> dict:
         except ConfigError as error:
             raise StudyError(f"variant {variant.name!r}: {error}") from error
         budgets[variant.name] = (cfg.train.iters, cfg.train.batch_size)
-        scored[variant.name] = (study.split or cfg.eval.split, cfg.model["num_classes"])
-        _check_scored_once(study, variant, cfg)
+        split = study.split or cfg.eval.split
+        scored[variant.name] = (split, cfg.model["num_classes"])
+        _check_scored_once(study, variant, cfg, split)
     if len(set(scored.values())) > 1:
         listed = ", ".join(f"{n}: {s} split, {k} classes" for n, (s, k) in scored.items())
         raise StudyError(
@@ -912,7 +920,6 @@ def results_header(study: Study, budget: dict, command: str) -> dict:
     (``only=[]``: the tables are only rewritten) keeps the command, threads, date and machine
     of the existing ``results.json``: they describe the runs, not the process that reads
     them (another thread count or ``SEG_OPS_*`` setting there would misstate the runs)."""
-    first = study.variants[0]
     header = {
         "title": study.title,
         "command": reproducing_command(command),
@@ -921,7 +928,7 @@ def results_header(study: Study, budget: dict, command: str) -> dict:
         # Without CUDA every run is on the CPU (a CUDA one fails and says so).
         "machine": describe_device(study.device if torch.cuda.is_available() else "cpu"),
         "budget": budget,
-        "split": study.split or _variant_config(study, first).eval.split,
+        "split": scored_split(study),
         "checkpoint": study.checkpoint,
         "seeds": study.seeds,
         "planned": len(study.seeds) * len(study.selected),
@@ -1256,8 +1263,8 @@ def _lost_runs(out: Path, lost: list[tuple], what: str) -> StudyError:
 def _same_scoring(study: Study, recorded: dict) -> bool:
     """Whether ``recorded`` (a ``results.json``) scored the split and checkpoint ``study``
     scores."""
-    split = study.split or _variant_config(study, study.variants[0]).eval.split
-    return (recorded.get("split"), recorded.get("checkpoint")) == (split, study.checkpoint)
+    scored = (recorded.get("split"), recorded.get("checkpoint"))
+    return scored == (scored_split(study), study.checkpoint)
 
 
 def check_recorded_runs_are_here(study: Study) -> None:

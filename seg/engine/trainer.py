@@ -41,9 +41,9 @@ from seg.engine.checkpoint import data_meta
 from seg.engine.distributed import (
     DistInfo,
     all_reduce_sum,
-    any_process,
     barrier,
     init_distributed,
+    on_main_process,
 )
 from seg.engine.evaluator import evaluate, format_table, json_ready
 from seg.engine.losses import build_losses
@@ -628,9 +628,9 @@ def _open_work_dir(cfg: Config, dist_info: DistInfo, state: dict | None, replace
     """The main process clears what ``--force`` replaces, then writes ``config.yaml`` and
     starts ``train.log``; a resume into another folder takes the run's ``best.pt`` along.
     Every process stops if the main one cannot (it says why)."""
-    failure = None
-    if dist_info.is_main:
-        work_dir = cfg.work_dir
+    work_dir = cfg.work_dir
+
+    def write() -> None:
         try:
             rundir.clear_run(work_dir, replaced)
             work_dir.mkdir(parents=True, exist_ok=True)
@@ -640,16 +640,12 @@ def _open_work_dir(cfg: Config, dist_info: DistInfo, state: dict | None, replace
             if state is not None:
                 _carry_best(Path(state["_path"]).parent, work_dir)
         except OSError as error:
-            failure = OSError(
+            raise OSError(
                 f"cannot write the run into --work-dir {work_dir} "
                 f"({error.strerror or error}): choose another folder"
-            )
-    if any_process(failure is not None, dist_info.device):
-        raise failure or MainProcessStopped("the main process stopped (its error says why)")
+            ) from error
 
-
-class MainProcessStopped(RuntimeError):
-    """Under torchrun: the main process refused to go on, so this one stops too."""
+    on_main_process(write, dist_info)
 
 
 def _carry_best(source: Path, work_dir: Path) -> None:
